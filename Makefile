@@ -11,6 +11,9 @@ BIN         := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
+# dvc.yaml's commands call `skillmaster`: the venv's bin comes first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
 # Tool state stays inside the project (never in $HOME), analytics off.
 export ALFWORLD_DATA ?= $(CURDIR)/data/alfworld
 # Game archives to unpack when ALFWORLD_DATA is empty; without them `alfworld-download` fetches the games.
