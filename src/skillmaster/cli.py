@@ -200,6 +200,9 @@ app.add_typer(skills_app, name="skills")
 from skillmaster.pipeline import pipeline_app  # noqa: E402
 
 app.add_typer(pipeline_app, name="pipeline")
+from skillmaster.compare import compare_cmd  # noqa: E402
+
+app.command("compare")(compare_cmd)
 
 
 def main() -> None:

@@ -220,6 +220,10 @@ class TrainConfig(Section):
     """Accelerate mixed precision (GPUs)."""
     checkpoint_every: int = Field(default=1, ge=1)
     """Save a resumable checkpoint every N optimizer steps inside a stage."""
+    accelerate_config: str | None = None
+    """Accelerate config file (e.g. ``configs/accelerate/deepspeed-zero2.yaml``): when set, ``dvc repro``
+    and the flow run each iteration's train stage under ``accelerate launch --config_file <file>``
+    (multi-GPU / multi-node, DDP, DeepSpeed or FSDP); null runs it in the stage's own process."""
 
 
 class SftConfig(Section):

@@ -6,9 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from skillmaster.config import Config, deep_merge, load_config, parse_set, read_yaml
+from skillmaster.config import Config, deep_merge, load_config, parse_set, read_yaml, validate_config
 from skillmaster.io import atomic_write_text
 from skillmaster.orchestration import dvc_commit_stage, dvc_stage_up_to_date
 from skillmaster.pipeline import StageSpec, render_dvc_yaml, stage_plan
@@ -19,9 +17,21 @@ log = logging.getLogger(__name__)
 
 
 def apply_overrides(params: Path, overrides: list[str]) -> None:
-    """Write ``KEY=VALUE`` overrides into the params file (validated first; atomic)."""
+    """Write ``KEY=VALUE`` overrides into the params file, as ``dvc exp run -S`` does: validated
+    first, comments and key order kept (ruamel round trip), written atomically."""
     if not overrides:
         return
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    doc = rt.load(params.read_text())
     data = read_yaml(params)
     for assignment in overrides:
         keys, value = parse_set(assignment)
@@ -31,8 +41,16 @@ def apply_overrides(params: Path, overrides: list[str]) -> None:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
         data = deep_merge(data, patch)
-    Config.model_validate(data)
-    atomic_write_text(params, yaml.safe_dump(data, sort_keys=False))
+        target = doc
+        for k in keys[:-1]:
+            if k not in target or target[k] is None:
+                target[k] = {}
+            target = target[k]
+        target[keys[-1]] = value
+    validate_config(data, f"{params} with overrides {overrides}")
+    buf = StringIO()
+    rt.dump(doc, buf)
+    atomic_write_text(params, buf.getvalue())
 
 
 def prepare_run(params: Path, overrides: list[str]) -> tuple[Config, Path, list[StageSpec]]:
@@ -55,6 +73,13 @@ def run_recorded(name: str, cfg: Config, root: Path, shared: dict) -> dict:
     if dvc_stage_up_to_date(root, name):
         log.info("%s is up to date in DVC; skipped", name)
         return {"skipped": True}
-    metrics = run_stage(spec.stage, cfg, spec.iteration, root=root, shared=shared)
+    if spec.launcher:  # multi-process training: the same command dvc.yaml holds
+        import shlex
+        import subprocess
+
+        subprocess.run(shlex.split(spec.cmd), cwd=root, check=True)
+        metrics = {"launched": spec.cmd}
+    else:
+        metrics = run_stage(spec.stage, cfg, spec.iteration, root=root, shared=shared)
     dvc_commit_stage(root, name)
     return metrics

@@ -42,10 +42,14 @@ class StageSpec:
     params: list[str] = field(default_factory=list)
     outs: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    launcher: str | None = None
+    """Accelerate config file the stage runs under (``accelerate launch``), or None: in-process."""
 
     @property
     def cmd(self) -> str:
         it = f" --iteration {self.iteration}" if self.stage not in ("model", "bank-init", "sft-data", "sft", "report") else ""
+        if self.launcher:
+            return f"accelerate launch --config_file {self.launcher} -m skillmaster.cli stage {self.stage}{it}"
         return f"skillmaster stage {self.stage}{it}"
 
 
@@ -113,6 +117,10 @@ ENV_MODULES = {"alfworld": "skillmaster.envs.alfworld", "webshop": "skillmaster.
 # --------------------------------------------------------------------------- the plan
 def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
     """Every stage of the configured run, in execution order."""
+    launcher = cfg.train.accelerate_config
+    if launcher and not (root / launcher).is_file():
+        raise ConfigError(f"train.accelerate_config: {launcher} is not a file under {root}; "
+                          "point it at an Accelerate config such as configs/accelerate/multi-gpu-ddp.yaml")
     p = Paths(Path("."))
     env_mod = ENV_MODULES.get(cfg.env.name, "skillmaster.envs.registry")
 
@@ -163,7 +171,8 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
                       deps=code("skillmaster.stages.train") + prev_policy
                       + [str(p.collect_dir(it)), str(p.reviews(it).parent), str(p.counterfactual_dir(it))],
                       params=["seed", *MODEL_PARAMS, "train", "rollout.success_reward", "rollout.group_size"],
-                      outs=[str(p.policy(it))], metrics=[str(p.metrics(it, "train"))]),
+                      outs=[str(p.policy(it))], metrics=[str(p.metrics(it, "train"))],
+                      launcher=cfg.train.accelerate_config),
         ]
         if cfg.eval.enabled:
             plan.append(_evaluate(cfg, it, p, code, policy_dep))

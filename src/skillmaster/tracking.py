@@ -11,8 +11,10 @@ the project and git-ignored. ``mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,14 +54,41 @@ def resolve_uri(uri: str, root: Path) -> str:
     return uri
 
 
+_SECONDS = [0.0]
+
+
+def tracking_seconds() -> float:
+    """Seconds this process has spent inside MLflow calls (what tracking adds to a stage)."""
+    return _SECONDS[0]
+
+
+def _timed(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _SECONDS[0] += time.perf_counter() - start
+
+    return wrapper
+
+
 class MlflowTracker(NullTracker):
     """Logs into one MLflow run through the client API (no global active-run state)."""
 
     enabled = True
 
-    def __init__(self, cfg: TrackingConfig, root: Path, run_id: str | None = None,
-                 run_key: str | None = None, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None):
+    @_timed
+    def __init__(
+        self,
+        cfg: TrackingConfig,
+        root: Path,
+        run_id: str | None = None,
+        run_key: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ):
         configure_environment(root)
         from mlflow.tracking import MlflowClient
 
@@ -89,21 +118,17 @@ class MlflowTracker(NullTracker):
             self.set_tags(tags or {})
 
     # ------------------------------------------------------------------ logging
+    @_timed
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
-        batch = [
-            Param(k, str(v)[:6000])
-            for k, v in flatten(dict(params)).items()
-            if k not in existing
-        ]
+        batch = [Param(k, str(v)[:6000]) for k, v in flatten(dict(params)).items() if k not in existing]
         for start in range(0, len(batch), 100):
             self.client.log_batch(self.run_id, params=batch[start : start + 100])
 
+    @_timed
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -115,6 +140,7 @@ class MlflowTracker(NullTracker):
         for start in range(0, len(batch), 500):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
 
+    @_timed
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
@@ -122,13 +148,16 @@ class MlflowTracker(NullTracker):
         elif path.is_file():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @_timed
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    @_timed
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
+    @_timed
     def close(self, status: str = "FINISHED") -> None:
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
@@ -148,7 +177,8 @@ def open_tracker(cfg: Config, root: Path | None = None, run_id: str | None = Non
     run_id = run_id or os.environ.get(RUN_ID_ENV) or None
     name = cfg.tracking.run_name or f"{cfg.method}-{cfg.fingerprint()[:6]}"
     tags = {"skillmaster.method": cfg.method, "git_commit": git_commit(root), "env": cfg.env.name}
-    tracker = MlflowTracker(cfg.tracking, root, run_id=run_id, run_key=run_key(cfg, root),
-                            run_name=name, tags=tags)
+    tracker = MlflowTracker(
+        cfg.tracking, root, run_id=run_id, run_key=run_key(cfg, root), run_name=name, tags=tags
+    )
     tracker.log_params(cfg.model_dump(mode="json"))
     return tracker
