@@ -51,3 +51,42 @@ def bench_train_cmd(
 
     report = bench_train(quick=quick, model_dir=model_dir, threads=threads)
     typer.echo(json.dumps(report, indent=2) if json_ else format_train_report(report))
+
+
+@bench_app.command("rollout")
+def bench_rollout_cmd(
+    quick: QuickOpt = False,
+    json_: JsonOpt = False,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model-dir", help="Prepared base model (default models/base).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).")
+    ] = None,
+) -> None:
+    """Batched collector steps/s vs a naive loop, Policy.generate vs bare generate, prefill saved."""
+    from skillmaster.bench.rollout import bench_rollout, format_rollout_report
+
+    report = bench_rollout(quick=quick, model_dir=model_dir, threads=threads)
+    typer.echo(json.dumps(report, indent=2) if json_ else format_rollout_report(report))
+
+
+@bench_app.command("orchestration")
+def bench_orchestration_cmd(
+    quick: QuickOpt = False,
+    json_: JsonOpt = False,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model-dir", help="Prepared base model (default models/base).")
+    ] = None,
+) -> None:
+    """Time Prefect, DVC and MLflow add to an iteration, against the same stages run bare."""
+    from skillmaster.bench.orchestration import format_orchestration_report, run_orchestration_bench
+    from skillmaster.errors import ModelError
+    from skillmaster.runtime import project_root
+
+    root = project_root()
+    model_dir = model_dir or root / "models" / "base"
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir} holds no prepared model; run `skillmaster model prepare` or pass --model-dir")
+    report = run_orchestration_bench(quick, root, model_dir)
+    typer.echo(json.dumps(report, indent=2) if json_ else format_orchestration_report(report))
