@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +227,11 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
+_LOAD_LOCK = threading.Lock()
+"""Loads run one at a time: transformers builds models on the meta device through process-wide
+patches, so two threads loading at once (shards on a threaded Dask worker) get meta tensors."""
+
+
 def load_model(model_dir: Path, cfg: ModelConfig, adapter: Path | None = None, trainable: bool = False):
     """Load the prepared base (plus an optional LoRA adapter or full checkpoint) for ``cfg``.
 
@@ -243,16 +249,17 @@ def load_model(model_dir: Path, cfg: ModelConfig, adapter: Path | None = None, t
     if adapter is not None and (adapter / "config.json").is_file() and not (adapter / "adapter_config.json").is_file():
         weights_dir, adapter = adapter, None
     tokenizer = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(
-        weights_dir, dtype=dtype, attn_implementation=cfg.attn_implementation
-    )
-    if adapter is not None:
-        if not (adapter / "adapter_config.json").is_file():
-            raise ModelError(f"{adapter}: neither a LoRA adapter nor a model checkpoint")
-        from peft import PeftModel
+    with _LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(
+            weights_dir, dtype=dtype, attn_implementation=cfg.attn_implementation
+        )
+        if adapter is not None:
+            if not (adapter / "adapter_config.json").is_file():
+                raise ModelError(f"{adapter}: neither a LoRA adapter nor a model checkpoint")
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
-    model.to(device)
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+        model.to(device)
     if not trainable:
         model.eval()
     return model, tokenizer, device

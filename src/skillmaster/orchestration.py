@@ -9,6 +9,7 @@ has nothing to do; a stage DVC already has up to date is skipped, as ``dvc repro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +82,8 @@ def dvc_stage_up_to_date(root: Path, stage: str) -> bool:
     """True when DVC has ``stage`` recorded and nothing it depends on changed."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    # DVC resolves a stage's relative outs against the working directory, not the repo root
+    with contextlib.chdir(root), Repo(str(root)) as repo:
         return not repo.status(targets=[stage])
 
 
@@ -89,5 +91,5 @@ def dvc_commit_stage(root: Path, stage: str) -> None:
     """Record a stage that ran outside ``dvc repro``: hash its deps/outs, cache outs, update dvc.lock."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(str(root)) as repo:
         repo.commit(stage, force=True)

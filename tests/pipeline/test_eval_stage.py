@@ -1,0 +1,92 @@
+"""The evaluate stage on real games: metrics JSON, the episodes behind it, the report's plots, and
+``skillmaster eval`` agreeing with the stage.
+
+One evaluation (module fixture) of the base model with the seed bank on 2 valid_seen games
+(stratified over families, 2 steps each); the metrics must be exactly what the episodes table
+says, and the report must turn them into the CSV and PNG that DVC and MLflow show.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import polars as pl
+import pytest
+import yaml
+from tiny_project import seed_workdir, tiny_config, tiny_params
+
+from skillmaster.plots import label
+from skillmaster.stages import run_stage
+from skillmaster.tables import TRAJECTORIES
+
+pytestmark = [pytest.mark.model, pytest.mark.alfworld]
+
+SPLIT = "valid_seen"
+TIMINGS = ("seconds", "stage_seconds", "tracking_seconds")  # added by run_stage, not written
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, base_model_dir, alfworld_data):
+    """(root, paths, cfg, stage metrics) after ``evaluate`` of iteration 0 and the report."""
+    root = tmp_path_factory.mktemp("eval")
+    cfg = tiny_config({"eval": {"splits": [SPLIT], "limit": 2}})
+    paths = seed_workdir(root, base_model_dir, cfg)
+    metrics = run_stage("evaluate", cfg, 0, root=root)
+    run_stage("report", cfg, 0, root=root)
+    return root, paths, cfg, metrics
+
+
+def test_metrics_json_matches_the_episodes(evaluated):
+    _, paths, cfg, metrics = evaluated
+    written = json.loads(paths.metrics(0, "eval").read_text())
+    assert written == {k: v for k, v in metrics.items() if k not in TIMINGS}
+    episodes = TRAJECTORIES.read(paths.eval_dir(0) / "episodes.parquet")
+    assert episodes.height == 2 and episodes["family"].n_unique() == 2  # one game of each of two families
+    assert episodes["condition"].unique().to_list() == ["eval_skills"]
+    assert episodes["length"].max() <= cfg.env.max_steps
+
+    m = written[SPLIT]["eval_skills"]
+    assert m["episodes"] == 2
+    assert m["successes"] == int(episodes["won"].sum())
+    assert m["success_rate"] == pytest.approx(float(episodes["won"].mean()))
+    per_family = episodes.group_by("family").agg(pl.len().alias("n"), pl.col("won").sum().alias("wins"))
+    assert m["by_family"] == {
+        r["family"]: {"episodes": r["n"], "successes": r["wins"], "success_rate": r["wins"] / r["n"]}
+        for r in per_family.iter_rows(named=True)
+    }
+    wins = episodes.filter(pl.col("won"))
+    assert m["mean_success_length"] == (float(wins["length"].mean()) if wins.height else None)
+    assert m["env_steps"] == int(episodes["length"].sum())
+
+
+def test_report_writes_plots_from_the_metrics(evaluated):
+    _, paths, _, metrics = evaluated
+    m = metrics[SPLIT]["eval_skills"]
+    with (paths.plots_dir / "success_by_family.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["iteration"] == "0"
+    assert float(rows[0]["overall"]) == pytest.approx(m["success_rate"])
+    for family, f in m["by_family"].items():
+        assert float(rows[0][label(family)]) == pytest.approx(f["success_rate"])
+    with (paths.plots_dir / "bank_size.csv").open() as f:
+        bank_rows = list(csv.DictReader(f))
+    assert bank_rows[0]["iteration"] == "0" and int(bank_rows[0]["total"]) > 0
+    for name in ("success_by_family.png", "bank_size.png"):
+        assert (paths.plots_dir / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
+    summary = json.loads(paths.summary.read_text())
+    assert summary["iterations"][0]["eval"] == {k: v for k, v in metrics.items() if k not in TIMINGS}
+
+
+def test_eval_command_agrees_with_the_stage(evaluated, monkeypatch):
+    """``skillmaster eval`` plays the same games with the same seeds as the stage (same policy, newest bank)."""
+    from typer.testing import CliRunner
+
+    from skillmaster.cli import app
+
+    root, _, _, metrics = evaluated
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params({"eval": {"splits": [SPLIT], "limit": 2}})))
+    monkeypatch.chdir(root)
+    out = CliRunner().invoke(app, ["eval", "--split", SPLIT, "--limit", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout[out.stdout.index("{") :]) == {SPLIT: metrics[SPLIT]}

@@ -1,0 +1,159 @@
+"""The Prefect flow (flows/loop.py) end to end in a fresh git + DVC repository, at minimal size.
+
+One real run (module fixture): the real 135M model and real ALFWorld games, one iteration of
+collect → review → counterfactual → train → evaluate plus evaluate-iter_000 and the report,
+called in-process against a temporary Prefect API. Then DVC must see every stage as recorded
+(``dvc status`` clean, ``dvc repro`` has nothing to do), MLflow must hold the stages' metrics in
+one parent run, and the metrics and plots files must exist.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_project import REPO, tiny_params
+
+from skillmaster import project
+from skillmaster.config import Config
+from skillmaster.paths import Paths
+from skillmaster.pipeline import stage_plan
+from skillmaster.project import run_tool
+
+pytestmark = [pytest.mark.model, pytest.mark.alfworld, pytest.mark.server]
+
+# one task (a group of G=2 rollouts) and one eval game: the shortest run that still goes through
+# every stage (test_sharded_rollout and test_eval_stage cover larger batches)
+FLOW_SETTINGS = {
+    "rollout": {"num_tasks": 1},
+    "eval": {"limit": 1},
+    "tracking": {"enabled": True, "experiment": "flow-test"},
+}
+STAGES = [
+    "model",
+    "bank-init",
+    "evaluate-iter_000",
+    "collect-iter_001",
+    "review-iter_001",
+    "counterfactual-iter_001",
+    "train-iter_001",
+    "evaluate-iter_001",
+    "report",
+]
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> str:
+    return run_tool(cmd, cwd, timeout=timeout)
+
+
+def make_project(root: Path, base_model: Path, params: dict) -> Config:
+    """A fresh git + DVC repo (see :mod:`skillmaster.project`). dvc.yaml lists no code
+    dependencies here: they are the package's source files, outside this repo."""
+    return project.make_project(root, REPO, base_model, params)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dvc_state_in_tmp(tmp_path_factory):
+    """DVC keeps per-repo state under a site cache folder (/var/tmp/dvc by default): keep it in tmp."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVC_SITE_CACHE_DIR", str(tmp_path_factory.mktemp("dvc-site")))
+        yield
+
+
+def load_flow():
+    return project.load_flow_module(REPO)
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory, base_model_dir, alfworld_data, prefect_api):
+    """The tiny project after one flow run: (root, cfg, flow results). The working directory stays
+    elsewhere: the flow finds the project from the params path."""
+    root = tmp_path_factory.mktemp("flow") / "project"
+    cfg = make_project(root, base_model_dir, tiny_params(FLOW_SETTINGS))
+    results = load_flow().skillmaster_loop(params=str(root / "params.yaml"))
+    return root, cfg, results
+
+
+def test_flow_runs_every_stage_of_the_plan(flow_run):
+    root, cfg, results = flow_run
+    assert [s.name for s in stage_plan(cfg, root)] == STAGES
+    assert list(results) == STAGES
+    assert not any(r.get("skipped") for r in results.values())
+    assert results["collect-iter_001"]["episodes"] == 2  # B=1 task x G=2
+    assert results["report"]["iterations"] == 1
+
+
+def test_dvc_sees_every_stage_recorded(flow_run):
+    root, cfg, _ = flow_run
+    status = json.loads(_run(["dvc", "status", "--json"], root) or "{}")
+    assert status == {}, f"dvc status is not clean after the flow: {status}"
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {s.name for s in stage_plan(cfg, root)}
+    out = _run(["dvc", "repro"], root)  # nothing left to do
+    assert "Running stage" not in out, out
+    for name in STAGES:
+        assert f"Stage '{name}' didn't change, skipping" in out, out
+
+
+def test_mlflow_holds_the_stage_metrics(flow_run):
+    from mlflow.tracking import MlflowClient
+
+    root, _, _ = flow_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("flow-test")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]  # every stage logs into the parent run
+    metrics = runs[0].data.metrics
+    for key in (
+        "collect/success_rate",
+        "collect/episodes",
+        "review/mean_shaping",
+        "counterfactual/",
+        "train/",
+        "eval/valid_seen.eval_skills.success_rate",
+        "success_rate",
+    ):
+        assert any(k.startswith(key) for k in metrics), (key, sorted(metrics))
+    history = client.get_metric_history(runs[0].info.run_id, "success_rate")
+    assert sorted(m.step for m in history) == [0, 1]  # one point per iteration, eval 0 included
+    assert runs[0].data.params["loop.iterations"] == "1"
+
+
+def test_metrics_and_plots_are_written(flow_run):
+    root, _, _ = flow_run
+    p = Paths(root)
+    for it, stage in [
+        (0, "eval"),
+        (1, "collect"),
+        (1, "review"),
+        (1, "counterfactual"),
+        (1, "train"),
+        (1, "eval"),
+    ]:
+        assert json.loads(p.metrics(it, stage).read_text()), (it, stage)
+    summary = json.loads(p.summary.read_text())
+    assert [s["iteration"] for s in summary["iterations"]] == [0, 1]
+    for name in ("success_by_family.csv", "bank_size.csv", "success_by_family.png", "bank_size.png"):
+        assert (p.plots_dir / name).stat().st_size > 0, name
+    rows = (p.plots_dir / "success_by_family.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,overall") and len(rows) == 3
+    assert (p.policy(1) / "COMPLETE").is_file() and p.bank(1).is_file()
+
+
+@pytest.mark.slow
+def test_dvc_repro_builds_the_project_then_the_flow_skips_every_stage(
+    tmp_path, base_model_dir, alfworld_data, prefect_api
+):
+    """The other way round: `dvc repro` runs every stage through the `skillmaster` command, then a
+    flow run finds all of them up to date in DVC and runs nothing."""
+    root = tmp_path / "project"
+    make_project(root, base_model_dir, tiny_params(FLOW_SETTINGS))
+    out = _run(["dvc", "repro"], root, timeout=1800)
+    for name in STAGES:
+        assert f"Running stage '{name}'" in out, out
+    assert json.loads(_run(["dvc", "status", "--json"], root) or "{}") == {}
+    results = load_flow().skillmaster_loop(params=str(root / "params.yaml"))
+    assert results == {name: {"skipped": True} for name in STAGES}
+    assert json.loads(Paths(root).summary.read_text())["iterations"][1]["collect"]["episodes"] == 2
