@@ -70,3 +70,14 @@ def test_sampling_is_seeded(policy, repo_root):
     a = policy.generate(prompts, max_new_tokens=12, temperature=1.0, seed=7)
     b = policy.generate(prompts, max_new_tokens=12, temperature=1.0, seed=7)
     assert [g.token_ids for g in a] == [g.token_ids for g in b]
+
+
+def test_a_sampled_reply_depends_on_its_seed_not_on_its_batch(policy, repo_root):
+    prompts = _prompts(policy.tokenizer, repo_root)
+    together = policy.generate(prompts, max_new_tokens=12, temperature=1.0, seeds=[11, 22, 33])
+    alone = policy.generate(prompts[1:2], max_new_tokens=12, temperature=1.0, seeds=[22])
+    reordered = policy.generate([prompts[2], prompts[1]], max_new_tokens=12, temperature=1.0, seeds=[33, 22])
+    assert together[1].token_ids == alone[0].token_ids == reordered[1].token_ids
+    assert together[2].token_ids == reordered[0].token_ids
+    other = policy.generate(prompts[1:2], max_new_tokens=12, temperature=1.0, seeds=[23])
+    assert other[0].token_ids != alone[0].token_ids

@@ -1,8 +1,8 @@
 """The review and counterfactual stages on a real collection (METHOD.md §5 and §6).
 
 One module run: bank-init, then ``collect``, ``review`` and ``counterfactual`` of iteration 1 with
-the real 135M model on train games (2 tasks x group 2, 2 steps), K = 2 probes per edit and at
-most 2 scored edits. The review table is checked against the shaping rules of METHOD.md §5
+the real 135M model on train games (2 tasks x group 2, 2 steps), K = 2 one-step probes per edit
+and at most 1 scored edit. The review table is checked against the shaping rules of METHOD.md §5
 written out by hand.
 
 The 135M base model rarely writes a valid tool call, so when the stage's reviews hold no edit the
@@ -45,6 +45,7 @@ SETTINGS = {
         "max_edits": MAX_EDITS,
         "commit": "threshold",
         "commit_threshold": 0.0,
+        "max_steps": 1,  # probe episodes: T_max = 1 (the utility's step limit is this one, not env.max_steps)
     }
 }
 EDIT_STATUSES = ("added", "updated")
@@ -117,11 +118,9 @@ def check_review_rows(reviews: pl.DataFrame, bank0: Bank, cfg: Config) -> None:
     for r in reviews.iter_rows(named=True):
         flags = r["shaping_flags"]
         assert set(flags) <= set(SHAPING_PENALTY) | set(INFO_FLAGS), r["traj_id"]
-        base = SHAPING_BASE.get(r["status"], VALID_CALL)
-        assert r["shaping"] == pytest.approx(base + sum(SHAPING_PENALTY.get(f, 0.0) for f in flags)), r[
-            "traj_id"
-        ]
-        assert (r["status"] == "parse_error") == (r["tool"] == ""), r["traj_id"]
+        want = SHAPING_BASE.get(r["status"], VALID_CALL) + sum(SHAPING_PENALTY.get(f, 0.0) for f in flags)
+        assert r["shaping"] == pytest.approx(want), r["traj_id"]
+        assert r["tool"] != "" or r["status"] == "parse_error", r["traj_id"]  # no tool read: a parse error
         assert (r["status"] == "duplicate") == ("duplicate" in flags), r["traj_id"]
         is_edit = r["status"] in EDIT_STATUSES
         assert (r["edit"] != "") == is_edit and (r["skill_id"] != "") == is_edit, r["traj_id"]
@@ -189,7 +188,7 @@ def test_edits_get_k_probe_episodes_each(run):
             for tag in ("before", "after"):
                 p = by_id[f"{IT:03d}-p{e:03d}-{k:02d}-{tag}"]
                 assert (p["task_id"], p["family"], p["condition"]) == (task_id, row["family"], f"probe_{tag}")
-                assert p["group_id"] == row["group_id"] and 1 <= p["length"] <= cfg.env.max_steps
+                assert p["group_id"] == row["group_id"] and p["length"] == cfg.counterfactual.max_steps
     # the "after" run of a proposal shows the new skill, the "before" run does not
     for e, row in enumerate(edits.filter(pl.col("scored")).iter_rows(named=True)):
         if row["status"] == "added":

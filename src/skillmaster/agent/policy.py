@@ -38,6 +38,27 @@ class Generation:
     """The token budget ran out before the stop string or EOS."""
 
 
+class RowSeededSampler:
+    """A logits processor that samples each row from softmax(logits / T) (after top-p) with its own
+    ``torch.Generator``, by the Gumbel-max trick: ``generate(do_sample=False)`` then takes the
+    argmax, which is exactly that sample. A row's tokens depend on its seed alone, not on which
+    other prompts share the batch, so a sharded collection equals the single-process one."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
+        self.generators = [torch.Generator().manual_seed(int(s) % (2**63)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature  # (B, V)
+        if self.top_p < 1.0:
+            logits, order = scores.sort(dim=-1, descending=True)
+            probs = logits.softmax(-1)
+            drop = probs.cumsum(-1) - probs > self.top_p  # keep the smallest set reaching top_p
+            scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        return scores + (-torch.log(-torch.log(u.clamp_min(1e-20)))).to(scores.device)
+
+
 @dataclass
 class GenerationStats:
     calls: int = 0
@@ -152,17 +173,26 @@ class Policy:
         top_p: float = 1.0,
         stop: str | None = "</action>",
         seed: int | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Generation]:
-        """Generate one reply per ``(prompt_text, prefix_chars)``, in order, in batches."""
+        """Generate one reply per ``(prompt_text, prefix_chars)``, in order, in batches.
+
+        Sampling is seeded per prompt: ``seeds`` gives each prompt its own seed (a reply then
+        depends on its prompt and seed only); without it, prompt ``i`` gets ``seed + i``.
+        """
+        if seeds is None:
+            base = 0 if seed is None else seed
+            seeds = [base + i for i in range(len(prompts))]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         out: list[Generation] = []
         size = self.max_batch_size or max(len(prompts), 1)
         for start in range(0, len(prompts), size):
-            chunk_seed = None if seed is None else seed + start
             out.extend(self._generate_batch(prompts[start : start + size], max_new_tokens, temperature, top_p,
-                                            stop, chunk_seed))
+                                            stop, list(seeds[start : start + size])))
         return out
 
-    def _generate_batch(self, prompts, max_new_tokens, temperature, top_p, stop, seed) -> list[Generation]:
+    def _generate_batch(self, prompts, max_new_tokens, temperature, top_p, stop, seeds) -> list[Generation]:
         import time
 
         if not prompts:
@@ -185,17 +215,17 @@ class Policy:
         else:
             input_ids, attention_mask = self._left_pad([p + s for p, s in parts])
             prefilled = [len(p) + len(s) for p, s in parts]
-        if seed is not None:
-            torch.manual_seed(seed)
-        sampling = temperature > 0
         gen_kwargs = dict(
             max_new_tokens=max_new_tokens,
-            do_sample=sampling,
+            do_sample=False,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
+            temperature=None, top_p=None, top_k=None,
         )
-        if sampling:
-            gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        if temperature > 0:  # sampled per row (see RowSeededSampler); greedy otherwise
+            from transformers import LogitsProcessorList
+
+            gen_kwargs["logits_processor"] = LogitsProcessorList([RowSeededSampler(seeds, temperature, top_p)])
         if stop:
             gen_kwargs.update(stop_strings=[stop], tokenizer=tok)
         with torch.inference_mode():

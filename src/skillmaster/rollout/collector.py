@@ -144,7 +144,7 @@ def collect_episodes(
                 temperature=settings.temperature,
                 top_p=settings.top_p,
                 stop="</action>",
-                seed=derive_seed(settings.seed, "step", step),
+                seeds=[derive_seed(settings.seed, live[i].spec.traj_id, step) for i in active],
             )
         requests, stepped = [], []
         for i, (text, prefix_chars), gen in zip(active, prompts, gens, strict=True):

@@ -2,8 +2,9 @@
 
 ``collect`` draws B training tasks (seeded by the iteration), plays G episodes of each with the
 policy and bank of iteration N-1, and writes the STEPS and TRAJECTORIES tables. The work is cut
-into ``orchestration.shards`` shards of whole groups; each shard has its own seed, so it gives the
-same episodes in this process or on a cluster worker (``orchestration.task_runner``: dask or ray).
+into ``orchestration.shards`` shards of whole groups; every episode samples from its own
+(seed, traj_id, step) stream, so the dataset is the same for any shard count, in this process or on
+cluster workers (``orchestration.task_runner``: dask or ray).
 A finished shard is kept under ``.skillmaster/resume/`` until the stage completes, so a killed
 collection resumes at the first unfinished shard.
 """
@@ -65,7 +66,8 @@ def collect_shard(ctx: StageContext, groups: list[TaskSpec], shard: int, ids: ra
         for g in ids
         for m in range(cfg.rollout.group_size)
     ]
-    settings = RolloutSettings.from_config(cfg, seed=derive_seed(cfg.seed, "collect", it, shard))
+    # one seed for every shard: each episode samples from its own (seed, traj_id, step) stream
+    settings = RolloutSettings.from_config(cfg, seed=derive_seed(cfg.seed, "collect", it))
     retriever = retriever_of(ctx)
     policy = load_policy(ctx, it - 1)
     with make_pool(ctx, len(episodes)) as pool:

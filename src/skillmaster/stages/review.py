@@ -68,7 +68,7 @@ def review_stage(ctx: StageContext) -> dict:
         temperature=cfg.review.temperature,
         top_p=cfg.rollout.top_p,
         stop="</tool_call>",
-        seed=derive_seed(cfg.seed, "review", it),
+        seeds=[derive_seed(cfg.seed, "review", it, t) for t in trajs["traj_id"]],
     )
     rows = []
     for t, (prompt, prefix_chars), gen in zip(trajs.iter_rows(named=True), prompts, gens, strict=True):
