@@ -29,6 +29,9 @@ HEADER = (
 MODEL_PARAMS = ["model"]
 ENV_PARAMS = ["seed", "env"]
 ROLLOUT_PARAMS = ["rollout", "skills"]
+# the train.* keys SFT reads (TrainSettings.for_sft): changing the RL lr or loss leaves SFT alone
+SFT_TRAIN_PARAMS = ["train.lora", "train.weight_decay", "train.micro_batch_tokens", "train.grad_clip",
+                    "train.gradient_checkpointing", "train.mixed_precision", "train.checkpoint_every"]
 
 
 @dataclass
@@ -145,7 +148,7 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
                       params=[*ENV_PARAMS, "sft", "rollout.history_length", "rollout.max_obs_chars", "skills"],
                       outs=[str(p.sft_data)]),
             StageSpec("sft", "sft", deps=code("skillmaster.stages.sft") + [str(p.base_model), str(p.sft_data)],
-                      params=["seed", "sft", "train", "model"], outs=[str(p.sft_model)],
+                      params=["seed", "sft", "model", *SFT_TRAIN_PARAMS], outs=[str(p.sft_model)],
                       metrics=[str(p.metrics(0, "sft"))]),
         ]
     if cfg.eval.enabled:

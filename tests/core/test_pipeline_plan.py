@@ -52,3 +52,10 @@ def test_a_missing_accelerate_config_is_one_clear_error(repo_root):
     cfg = load_config(repo_root / "params.yaml", sets=["train.accelerate_config=configs/accelerate/nope.yaml"])
     with pytest.raises(ConfigError, match=r"train\.accelerate_config"):
         stage_plan(cfg, repo_root)
+
+
+def test_a_training_parameter_touches_only_the_train_stages(repo_root):
+    cfg = load_config(repo_root / "params.yaml")
+    direct = [s.name for s in stage_plan(cfg, repo_root)
+              if any(p == "train" or p == "train.lr" for p in s.params)]
+    assert direct == [f"train-iter_{i:03d}" for i in range(1, cfg.loop.iterations + 1)]
