@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-from skillmaster.config import Config, deep_merge, load_config, parse_set, read_yaml, validate_config
+from skillmaster.config import Config, load_config, parse_set
 from skillmaster.io import atomic_write_text
 from skillmaster.orchestration import dvc_commit_stage, dvc_stage_up_to_date
 from skillmaster.pipeline import StageSpec, render_dvc_yaml, stage_plan
@@ -31,23 +30,16 @@ def apply_overrides(params: Path, overrides: list[str]) -> None:
     rt.representer.add_representer(
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
     )
+    load_config(params, sets=overrides)  # validated first: a bad override leaves the file alone
     doc = rt.load(params.read_text())
-    data = read_yaml(params)
     for assignment in overrides:
         keys, value = parse_set(assignment)
-        patch: dict[str, Any] = {}
-        node = patch
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
-        data = deep_merge(data, patch)
         target = doc
         for k in keys[:-1]:
             if k not in target or target[k] is None:
                 target[k] = {}
             target = target[k]
         target[keys[-1]] = value
-    validate_config(data, f"{params} with overrides {overrides}")
     buf = StringIO()
     rt.dump(doc, buf)
     atomic_write_text(params, buf.getvalue())

@@ -249,18 +249,9 @@ def bench_alfworld(quick: bool = False, data_dir: str | None = None) -> dict[str
     """(a) and (b) of the module doc on real games of the first split found (valid_seen first)."""
     from skillmaster.envs.alfworld import make_alfworld_suite
     from skillmaster.envs.cli import round_robin
-    from skillmaster.errors import DataError
 
     suite = make_alfworld_suite(EnvConfig(name="alfworld", data_dir=data_dir, max_steps=1000))
-    tasks, errors = None, []
-    for split in BENCH_SPLITS:
-        try:
-            tasks = suite.tasks(split)
-            break
-        except DataError as exc:
-            errors.append(str(exc))
-    if tasks is None:
-        raise DataError(errors[0])
+    tasks = bench_tasks(suite)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if quick:  # the smallest game: one engine translation per worker, the rest hit the cache
         smallest = min(tasks, key=lambda t: suite.game_file(t.task_id, t.split).stat().st_size)
@@ -322,3 +313,16 @@ def format_env_report(report: dict[str, Any]) -> str:
             + ", ".join(f"{k}={v}" for k, v in report["checks"].items()),
         ]
     )
+
+
+def bench_tasks(suite) -> list:
+    """The tasks of the first of BENCH_SPLITS the suite has (the DataError of the first split if none)."""
+    from skillmaster.errors import DataError
+
+    errors = []
+    for split in BENCH_SPLITS:
+        try:
+            return suite.tasks(split)
+        except DataError as exc:
+            errors.append(str(exc))
+    raise DataError(errors[0])

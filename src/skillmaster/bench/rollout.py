@@ -41,13 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skillmaster.bench.env import bench_tasks
+
 TARGETS = {"steps_per_s_ratio": 3.0, "generation_ratio": 1.25, "prefill_reduction": 0.40}
 SIZES: dict[str, dict[str, int]] = {
     "quick": {"tasks": 1, "group_size": 2, "max_steps": 2, "max_new_tokens": 4, "rounds": 1},
     "full": {"tasks": 8, "group_size": 2, "max_steps": 3, "max_new_tokens": 32, "rounds": 1},
 }
 SEED_BANK = "src/skillmaster/resources/seed_bank_alfworld_small.json"
-BENCH_SPLITS = ("valid_seen", "valid_train", "train")
+
 STOP = "</action>"
 
 
@@ -88,18 +90,9 @@ def _suite_and_tasks(max_steps: int, n_tasks: int):
     spread over families, plus one more task for warming up."""
     from skillmaster.envs.cli import env_config, round_robin
     from skillmaster.envs.registry import make_suite
-    from skillmaster.errors import DataError
 
     suite = make_suite(env_config(Path("params.yaml"), "alfworld", max_steps=max_steps))
-    errors = []
-    for split in BENCH_SPLITS:
-        try:
-            tasks = suite.tasks(split)
-            break
-        except DataError as exc:
-            errors.append(str(exc))
-    else:
-        raise DataError(errors[0])
+    tasks = bench_tasks(suite)
     picked = round_robin(tasks, n_tasks + 1)
     return suite, picked[:n_tasks], picked[-1]
 
