@@ -1,7 +1,8 @@
 """``skillmaster bench orchestration``: what Prefect, DVC and MLflow add to an iteration.
 
 Two fresh projects (:mod:`skillmaster.project`) get the same settings: the default profile with
-one iteration (``--quick``: a minimal one), and the same prepared base model.
+one iteration and the SFT cold start off (it runs once per experiment, not per iteration;
+``--quick``: minimal sizes), and the same prepared base model.
 
 - **bare** (the baseline): every stage of the plan called in order in one process with
   ``tracking.enabled: false``: no Prefect, no DVC, no MLflow.
@@ -36,7 +37,7 @@ QUICK = {
     "loop": {"iterations": 1},
     "orchestration": {"retries": 0},
 }
-FULL = {"loop": {"iterations": 1}, "orchestration": {"retries": 0}}
+FULL = {"loop": {"iterations": 1}, "sft": {"enabled": False}, "orchestration": {"retries": 0}}
 
 
 def _bare(root: Path) -> tuple[float, dict[str, float]]:
@@ -78,7 +79,7 @@ def run_orchestration_bench(quick: bool, source: Path, model_dir: Path) -> dict[
     tracking = sum(r.get("tracking_seconds", 0.0) for r in results.values())
     overhead = orch_s - compute
     return {
-        "profile": "quick" if quick else "default, 1 iteration",
+        "profile": "quick" if quick else "default, 1 iteration, no SFT",
         "stages": len(results),
         "bare_seconds": round(bare_s, 2),
         "orchestrated_seconds": round(orch_s, 2),
