@@ -119,3 +119,4 @@ def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) 
         tracker.log_artifact(png, "plots")
     tracker.log_artifact(paths.summary)
     tracker.log_text(json.dumps(ctx.cfg.model_dump(mode="json"), indent=2), "params.json")
+    tracker.close("FINISHED")  # the report is the run's last stage; a rerun of a stage reopens it
