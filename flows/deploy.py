@@ -19,7 +19,9 @@ from loop import skillmaster_loop
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--name", default="nightly")
     parser.add_argument("--cron", default="0 2 * * *", help="Schedule (cron, server time zone).")
     parser.add_argument("--params", default="params.yaml")

@@ -38,7 +38,8 @@ def skillmaster_loop(params: str = "params.yaml", overrides: list[str] | None = 
     results = {}
     for spec in plan:
         results[spec.name] = stage.with_options(
-            task_run_name=spec.name, retries=cfg.orchestration.retries,
+            task_run_name=spec.name,
+            retries=cfg.orchestration.retries,
             retry_delay_seconds=cfg.orchestration.retry_delay_s,
         )(spec.name, cfg, root)
     return results

@@ -36,8 +36,9 @@ os.environ["XDG_CACHE_HOME"] = str(_STATE / "cache")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # git (used by DVC tests) needs an identity; keep it out of $HOME
 os.environ["GIT_CONFIG_GLOBAL"] = str(_STATE / "gitconfig")
-(_STATE / "gitconfig").write_text("[user]\n\tname = SkillMaster Tests\n\temail = tests@example.invalid\n"
-                                  "[init]\n\tdefaultBranch = main\n")
+(_STATE / "gitconfig").write_text(
+    "[user]\n\tname = SkillMaster Tests\n\temail = tests@example.invalid\n[init]\n\tdefaultBranch = main\n"
+)
 
 
 def pytest_sessionfinish(session, exitstatus):

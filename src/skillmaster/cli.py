@@ -30,9 +30,12 @@ app.add_typer(config_app, name="config")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Settings file.")]
 OverlayOpt = Annotated[
-    list[Path] | None, typer.Option("--overlay", "-o", help="Overlay file(s) merged on top, e.g. configs/paper-alfworld.yaml.")
+    list[Path] | None,
+    typer.Option("--overlay", "-o", help="Overlay file(s) merged on top, e.g. configs/paper-alfworld.yaml."),
 ]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-S", help="Override one setting: KEY=VALUE (YAML value).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-S", help="Override one setting: KEY=VALUE (YAML value).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -50,7 +53,9 @@ def echo_json(obj) -> None:
 
 # --------------------------------------------------------------------------- config
 @config_app.command("show")
-def config_show(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None, set_: SetOpt = None) -> None:
+def config_show(
+    params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None, set_: SetOpt = None
+) -> None:
     """Print the effective settings (params.yaml + overlays + --set) as YAML."""
     import yaml
 
@@ -59,8 +64,10 @@ def config_show(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = N
 
 
 @config_app.command("check")
-def config_check(files: Annotated[list[Path], typer.Argument(help="Settings files or overlays to check.")],
-                 params: ParamsOpt = Path("params.yaml")) -> None:
+def config_check(
+    files: Annotated[list[Path], typer.Argument(help="Settings files or overlays to check.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
     """Validate settings files (overlays are checked merged on top of --params)."""
     from skillmaster.config import load_config
 
@@ -73,8 +80,10 @@ def config_check(files: Annotated[list[Path], typer.Argument(help="Settings file
 
 
 @config_app.command("sets")
-def config_sets(overlay: Annotated[Path, typer.Argument(help="Overlay file to turn into -S flags.")],
-                params: ParamsOpt = Path("params.yaml")) -> None:
+def config_sets(
+    overlay: Annotated[Path, typer.Argument(help="Overlay file to turn into -S flags.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
     """Print an overlay as `-S key=value` flags for `dvc exp run`."""
     import shlex
 
@@ -104,15 +113,19 @@ def model_prepare(
 
     cfg = load(params, overlay, set_)
     manifest = run_prepare(cfg, out=out, force=force)
-    typer.echo(f"models/base ready: {manifest['architecture']}, {manifest['parameters']:,} parameters, "
-               f"CPU dtype {manifest['cpu_dtype']} (measured tokens/s: {manifest.get('cpu_generation_tokens_per_s')})")
+    typer.echo(
+        f"models/base ready: {manifest['architecture']}, {manifest['parameters']:,} parameters, "
+        f"CPU dtype {manifest['cpu_dtype']} (measured tokens/s: {manifest.get('cpu_generation_tokens_per_s')})"
+    )
 
 
 # --------------------------------------------------------------------------- stages
 @app.command("stage")
 def stage(
     name: Annotated[str, typer.Argument(help="Stage name (see `skillmaster stage --help`).")],
-    iteration: Annotated[int, typer.Option("--iteration", "-i", help="Iteration number (1-based; 0 for set-up stages).")] = 0,
+    iteration: Annotated[
+        int, typer.Option("--iteration", "-i", help="Iteration number (1-based; 0 for set-up stages).")
+    ] = 0,
     params: ParamsOpt = Path("params.yaml"),
     overlay: OverlayOpt = None,
     set_: SetOpt = None,
@@ -129,10 +142,16 @@ def stage(
 @app.command("eval")
 def eval_cmd(
     split: Annotated[str, typer.Option(help="Split to evaluate (e.g. valid_seen).")] = "valid_seen",
-    checkpoint: Annotated[Path | None, typer.Option(help="Policy folder (LoRA adapter or weights); default: base.")] = None,
-    bank: Annotated[Path | None, typer.Option(help="Skill bank JSON; default: the newest data/banks/iter_*.json.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Policy folder (LoRA adapter or weights); default: base.")
+    ] = None,
+    bank: Annotated[
+        Path | None, typer.Option(help="Skill bank JSON; default: the newest data/banks/iter_*.json.")
+    ] = None,
     no_skills: Annotated[bool, typer.Option("--no-skills", help="Show no skills.")] = False,
-    limit: Annotated[int | None, typer.Option(help="Games (stratified over families); default eval.limit.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Games (stratified over families); default eval.limit.")
+    ] = None,
     all_games: Annotated[bool, typer.Option("--all", help="Every game of the split.")] = False,
     json_: JsonOpt = False,
     params: ParamsOpt = Path("params.yaml"),
@@ -149,8 +168,15 @@ def eval_cmd(
         banks = sorted((root / "data" / "banks").glob("iter_[0-9][0-9][0-9].json"))
         seed = cfg.skills.seed_bank
         bank = banks[-1] if banks else (root / seed if seed else None)
-    metrics = evaluate_checkpoint(cfg, root, split, checkpoint, bank, no_skills or bank is None,
-                                  None if all_games else (limit or cfg.eval.limit))
+    metrics = evaluate_checkpoint(
+        cfg,
+        root,
+        split,
+        checkpoint,
+        bank,
+        no_skills or bank is None,
+        None if all_games else (limit or cfg.eval.limit),
+    )
     if json_:
         echo_json(metrics)
         return

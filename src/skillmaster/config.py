@@ -321,7 +321,9 @@ class Config(Section):
                 f"(got {self.rollout.group_size})"
             )
         if self.review.enabled and not self.skills.enabled:
-            raise ValueError("review.enabled needs skills.enabled: a review edits a bank the agent never sees")
+            raise ValueError(
+                "review.enabled needs skills.enabled: a review edits a bank the agent never sees"
+            )
         if self.counterfactual.enabled and not self.review.enabled:
             raise ValueError("counterfactual.enabled needs review.enabled: there are no edits to score")
         mb = self.train.mini_batch_size

@@ -118,7 +118,9 @@ class TableSchema:
         missing = [c for c in self.columns if c not in rows[0]]
         extra = [c for c in rows[0] if c not in self.columns]
         if missing or extra:
-            raise ValueError(f"{self.name} rows do not match the schema: missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"{self.name} rows do not match the schema: missing {missing}, unexpected {extra}"
+            )
         return pl.DataFrame(rows, schema=self.polars_schema, orient="row", strict=False)
 
     def validate(self, df: pl.DataFrame, source: str = "") -> pl.DataFrame:

@@ -119,8 +119,9 @@ def _load_from_source(source: ModelSource):
     return model, tokenizer
 
 
-def measure_generation_speed(model_dir: Path, dtypes=("float32", "bfloat16"), new_tokens: int = 12,
-                             rounds: int = 3) -> dict:
+def measure_generation_speed(
+    model_dir: Path, dtypes=("float32", "bfloat16"), new_tokens: int = 12, rounds: int = 3
+) -> dict:
     """Tokens/s of greedy batched generation on CPU for each dtype.
 
     Each dtype loads ``model_dir`` fresh (casting a model in place would round its weights). The
@@ -134,7 +135,9 @@ def measure_generation_speed(model_dir: Path, dtypes=("float32", "bfloat16"), ne
     messages = [{"role": "user", "content": DTYPE_PROBE_PROMPT}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     enc = tokenizer([text] * 4, return_tensors="pt")
-    models = {name: AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, name)) for name in dtypes}
+    models = {
+        name: AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, name)) for name in dtypes
+    }
     best = dict.fromkeys(dtypes, 0.0)
     with torch.inference_mode():
         for model in models.values():
@@ -246,7 +249,11 @@ def load_model(model_dir: Path, cfg: ModelConfig, adapter: Path | None = None, t
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device, model_dir)
     weights_dir = ensure_model_dir(model_dir)
-    if adapter is not None and (adapter / "config.json").is_file() and not (adapter / "adapter_config.json").is_file():
+    if (
+        adapter is not None
+        and (adapter / "config.json").is_file()
+        and not (adapter / "adapter_config.json").is_file()
+    ):
         weights_dir, adapter = adapter, None
     tokenizer = load_tokenizer(model_dir)
     with _LOAD_LOCK:

@@ -33,16 +33,24 @@ def _dask(cfg: OrchestrationConfig):
 
     if cfg.address:
         return DaskTaskRunner(address=cfg.address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": cfg.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )
 
 
 def _ray(cfg: OrchestrationConfig):
     try:
         from prefect_ray import RayTaskRunner
     except ImportError:
-        raise ConfigError("orchestration.task_runner is ray but prefect-ray is not installed: "
-                          "`pip install -e '.[ray]'`, or use task_runner: dask") from None
+        raise ConfigError(
+            "orchestration.task_runner is ray but prefect-ray is not installed: "
+            "`pip install -e '.[ray]'`, or use task_runner: dask"
+        ) from None
     return RayTaskRunner(address=cfg.address) if cfg.address else RayTaskRunner()
 
 
@@ -65,13 +73,19 @@ def map_shards(cfg: Config, fn: Callable[..., Any], arg_tuples: list[tuple]) -> 
     """
     from prefect import flow, task
 
-    shard_task = task(fn, name="rollout-shard", retries=cfg.orchestration.retries,
-                      retry_delay_seconds=cfg.orchestration.retry_delay_s)
+    shard_task = task(
+        fn,
+        name="rollout-shard",
+        retries=cfg.orchestration.retries,
+        retry_delay_seconds=cfg.orchestration.retry_delay_s,
+    )
 
     @flow(name="rollout-shards", task_runner=make_task_runner(cfg.orchestration), log_prints=True)
     def rollout_shards() -> list:
-        futures = [shard_task.with_options(task_run_name=f"shard-{i}").submit(*args)
-                   for i, args in enumerate(arg_tuples)]
+        futures = [
+            shard_task.with_options(task_run_name=f"shard-{i}").submit(*args)
+            for i, args in enumerate(arg_tuples)
+        ]
         return [f.result() for f in futures]
 
     return rollout_shards()

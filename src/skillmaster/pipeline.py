@@ -30,8 +30,15 @@ MODEL_PARAMS = ["model"]
 ENV_PARAMS = ["seed", "env"]
 ROLLOUT_PARAMS = ["rollout", "skills"]
 # the train.* keys SFT reads (TrainSettings.for_sft): changing the RL lr or loss leaves SFT alone
-SFT_TRAIN_PARAMS = ["train.lora", "train.weight_decay", "train.micro_batch_tokens", "train.grad_clip",
-                    "train.gradient_checkpointing", "train.mixed_precision", "train.checkpoint_every"]
+SFT_TRAIN_PARAMS = [
+    "train.lora",
+    "train.weight_decay",
+    "train.micro_batch_tokens",
+    "train.grad_clip",
+    "train.gradient_checkpointing",
+    "train.mixed_precision",
+    "train.checkpoint_every",
+]
 
 
 @dataclass
@@ -50,9 +57,15 @@ class StageSpec:
 
     @property
     def cmd(self) -> str:
-        it = f" --iteration {self.iteration}" if self.stage not in ("model", "bank-init", "sft-data", "sft", "report") else ""
+        it = (
+            f" --iteration {self.iteration}"
+            if self.stage not in ("model", "bank-init", "sft-data", "sft", "report")
+            else ""
+        )
         if self.launcher:
-            return f"accelerate launch --config_file {self.launcher} -m skillmaster.cli stage {self.stage}{it}"
+            return (
+                f"accelerate launch --config_file {self.launcher} -m skillmaster.cli stage {self.stage}{it}"
+            )
         return f"skillmaster stage {self.stage}{it}"
 
 
@@ -122,8 +135,10 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
     """Every stage of the configured run, in execution order."""
     launcher = cfg.train.accelerate_config
     if launcher and not (root / launcher).is_file():
-        raise ConfigError(f"train.accelerate_config: {launcher} is not a file under {root}; "
-                          "point it at an Accelerate config such as configs/accelerate/multi-gpu-ddp.yaml")
+        raise ConfigError(
+            f"train.accelerate_config: {launcher} is not a file under {root}; "
+            "point it at an Accelerate config such as configs/accelerate/multi-gpu-ddp.yaml"
+        )
     p = Paths(Path("."))
     env_mod = ENV_MODULES.get(cfg.env.name, "skillmaster.envs.registry")
 
@@ -137,45 +152,85 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
 
     seed_bank = [cfg.skills.seed_bank] if cfg.skills.seed_bank else []
     plan = [
-        StageSpec("model", "model", deps=code("skillmaster.stages.model", env=False), params=MODEL_PARAMS,
-                  outs=[str(p.base_model)]),
-        StageSpec("bank-init", "bank-init", deps=code("skillmaster.stages.bank") + seed_bank,
-                  params=["skills.seed_bank", "env.name"], outs=[str(p.bank(0))]),
+        StageSpec(
+            "model",
+            "model",
+            deps=code("skillmaster.stages.model", env=False),
+            params=MODEL_PARAMS,
+            outs=[str(p.base_model)],
+        ),
+        StageSpec(
+            "bank-init",
+            "bank-init",
+            deps=code("skillmaster.stages.bank") + seed_bank,
+            params=["skills.seed_bank", "env.name"],
+            outs=[str(p.bank(0))],
+        ),
     ]
     if cfg.sft.enabled:
         plan += [
-            StageSpec("sft-data", "sft-data", deps=code("skillmaster.stages.sft") + [str(p.base_model), str(p.bank(0))],
-                      params=[*ENV_PARAMS, "sft", "rollout.history_length", "rollout.max_obs_chars", "skills"],
-                      outs=[str(p.sft_data)]),
-            StageSpec("sft", "sft", deps=code("skillmaster.stages.sft") + [str(p.base_model), str(p.sft_data)],
-                      params=["seed", "sft", "model", *SFT_TRAIN_PARAMS], outs=[str(p.sft_model)],
-                      metrics=[str(p.metrics(0, "sft"))]),
+            StageSpec(
+                "sft-data",
+                "sft-data",
+                deps=code("skillmaster.stages.sft") + [str(p.base_model), str(p.bank(0))],
+                params=[*ENV_PARAMS, "sft", "rollout.history_length", "rollout.max_obs_chars", "skills"],
+                outs=[str(p.sft_data)],
+            ),
+            StageSpec(
+                "sft",
+                "sft",
+                deps=code("skillmaster.stages.sft") + [str(p.base_model), str(p.sft_data)],
+                params=["seed", "sft", "model", *SFT_TRAIN_PARAMS],
+                outs=[str(p.sft_model)],
+                metrics=[str(p.metrics(0, "sft"))],
+            ),
         ]
     if cfg.eval.enabled:
         plan.append(_evaluate(cfg, 0, p, code, policy_dep))
     for it in range(1, cfg.loop.iterations + 1):
         prev_bank, prev_policy = str(p.bank(it - 1)), policy_dep(it - 1)
         plan += [
-            StageSpec(f"collect-{iter_name(it)}", "collect", it,
-                      deps=code("skillmaster.stages.collect") + prev_policy + [prev_bank],
-                      params=[*ENV_PARAMS, *MODEL_PARAMS, *ROLLOUT_PARAMS, "orchestration.shards"],
-                      outs=[str(p.collect_dir(it))], metrics=[str(p.metrics(it, "collect"))]),
-            StageSpec(f"review-{iter_name(it)}", "review", it,
-                      deps=code("skillmaster.stages.review") + prev_policy + [prev_bank, str(p.collect_dir(it))],
-                      params=[*ENV_PARAMS, *MODEL_PARAMS, "review", "rollout.top_p"],
-                      outs=[str(p.reviews(it).parent)], metrics=[str(p.metrics(it, "review"))]),
-            StageSpec(f"counterfactual-{iter_name(it)}", "counterfactual", it,
-                      deps=code("skillmaster.stages.counterfactual") + prev_policy
-                      + [prev_bank, str(p.reviews(it).parent)],
-                      params=[*ENV_PARAMS, *MODEL_PARAMS, *ROLLOUT_PARAMS, "counterfactual"],
-                      outs=[str(p.counterfactual_dir(it)), str(p.bank(it))],
-                      metrics=[str(p.metrics(it, "counterfactual"))]),
-            StageSpec(f"train-{iter_name(it)}", "train", it,
-                      deps=code("skillmaster.stages.train") + prev_policy
-                      + [str(p.collect_dir(it)), str(p.reviews(it).parent), str(p.counterfactual_dir(it))],
-                      params=["seed", *MODEL_PARAMS, "train", "rollout.success_reward", "rollout.group_size"],
-                      outs=[str(p.policy(it))], metrics=[str(p.metrics(it, "train"))],
-                      launcher=cfg.train.accelerate_config),
+            StageSpec(
+                f"collect-{iter_name(it)}",
+                "collect",
+                it,
+                deps=code("skillmaster.stages.collect") + prev_policy + [prev_bank],
+                params=[*ENV_PARAMS, *MODEL_PARAMS, *ROLLOUT_PARAMS, "orchestration.shards"],
+                outs=[str(p.collect_dir(it))],
+                metrics=[str(p.metrics(it, "collect"))],
+            ),
+            StageSpec(
+                f"review-{iter_name(it)}",
+                "review",
+                it,
+                deps=code("skillmaster.stages.review") + prev_policy + [prev_bank, str(p.collect_dir(it))],
+                params=[*ENV_PARAMS, *MODEL_PARAMS, "review", "rollout.top_p"],
+                outs=[str(p.reviews(it).parent)],
+                metrics=[str(p.metrics(it, "review"))],
+            ),
+            StageSpec(
+                f"counterfactual-{iter_name(it)}",
+                "counterfactual",
+                it,
+                deps=code("skillmaster.stages.counterfactual")
+                + prev_policy
+                + [prev_bank, str(p.reviews(it).parent)],
+                params=[*ENV_PARAMS, *MODEL_PARAMS, *ROLLOUT_PARAMS, "counterfactual"],
+                outs=[str(p.counterfactual_dir(it)), str(p.bank(it))],
+                metrics=[str(p.metrics(it, "counterfactual"))],
+            ),
+            StageSpec(
+                f"train-{iter_name(it)}",
+                "train",
+                it,
+                deps=code("skillmaster.stages.train")
+                + prev_policy
+                + [str(p.collect_dir(it)), str(p.reviews(it).parent), str(p.counterfactual_dir(it))],
+                params=["seed", *MODEL_PARAMS, "train", "rollout.success_reward", "rollout.group_size"],
+                outs=[str(p.policy(it))],
+                metrics=[str(p.metrics(it, "train"))],
+                launcher=cfg.train.accelerate_config,
+            ),
         ]
         if cfg.eval.enabled:
             plan.append(_evaluate(cfg, it, p, code, policy_dep))
@@ -183,19 +238,32 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
     for spec in plan:
         report_deps += [m for m in spec.metrics if "/eval" in m or "counterfactual" in m]
     report_deps += [str(p.bank(it)) for it in range(cfg.loop.iterations + 1)]
-    plan.append(StageSpec("report", "report", deps=sorted(set(report_deps)),
-                          params=["method", "loop.iterations", "eval.splits", "tracking"],
-                          metrics=[str(p.summary)],
-                          outs=[str(p.plots_dir / f) for f in ("success_by_family.csv", "bank_size.csv",
-                                                               "success_by_family.png", "bank_size.png")]))
+    plan.append(
+        StageSpec(
+            "report",
+            "report",
+            deps=sorted(set(report_deps)),
+            params=["method", "loop.iterations", "eval.splits", "tracking"],
+            metrics=[str(p.summary)],
+            outs=[
+                str(p.plots_dir / f)
+                for f in ("success_by_family.csv", "bank_size.csv", "success_by_family.png", "bank_size.png")
+            ],
+        )
+    )
     return plan
 
 
 def _evaluate(cfg: Config, it: int, p: Paths, code, policy_dep) -> StageSpec:
-    return StageSpec(f"evaluate-{iter_name(it)}", "evaluate", it,
-                     deps=code("skillmaster.stages.evaluate") + [str(p.bank(it))] + policy_dep(it),
-                     params=[*ENV_PARAMS, *MODEL_PARAMS, *ROLLOUT_PARAMS, "eval"],
-                     outs=[str(p.eval_dir(it))], metrics=[str(p.metrics(it, "eval"))])
+    return StageSpec(
+        f"evaluate-{iter_name(it)}",
+        "evaluate",
+        it,
+        deps=code("skillmaster.stages.evaluate") + [str(p.bank(it))] + policy_dep(it),
+        params=[*ENV_PARAMS, *MODEL_PARAMS, *ROLLOUT_PARAMS, "eval"],
+        outs=[str(p.eval_dir(it))],
+        metrics=[str(p.metrics(it, "eval"))],
+    )
 
 
 # --------------------------------------------------------------------------- dvc.yaml
@@ -220,11 +288,22 @@ def render_dvc_yaml(cfg: Config, root: Path) -> str:
     doc = {
         "stages": stages,
         "plots": [
-            {"success_by_family": {"x": "iteration", "y": {"plots/success_by_family.csv": ["overall", *families]},
-                                   "title": "Success by family", "y_label": "success rate"}},
-            {"bank_size": {"x": "iteration", "y": {"plots/bank_size.csv": ["total", "general", "task_specific",
-                                                                            "mistakes"]},
-                           "title": "Skill bank size", "y_label": "skills"}},
+            {
+                "success_by_family": {
+                    "x": "iteration",
+                    "y": {"plots/success_by_family.csv": ["overall", *families]},
+                    "title": "Success by family",
+                    "y_label": "success rate",
+                }
+            },
+            {
+                "bank_size": {
+                    "x": "iteration",
+                    "y": {"plots/bank_size.csv": ["total", "general", "task_specific", "mistakes"]},
+                    "title": "Skill bank size",
+                    "y_label": "skills",
+                }
+            },
         ],
     }
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)

@@ -36,8 +36,14 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def line_plot(path: Path, rows: Sequence[dict], columns: Sequence[str], title: str, ylabel: str,
-              ylim: tuple[float, float] | None = None) -> Path:
+def line_plot(
+    path: Path,
+    rows: Sequence[dict],
+    columns: Sequence[str],
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """One line per column over ``row["iteration"]``; saved atomically as PNG."""
     import matplotlib
 
@@ -49,7 +55,9 @@ def line_plot(path: Path, rows: Sequence[dict], columns: Sequence[str], title: s
     for col in columns:
         ys = [r.get(col) for r in rows]
         if any(y not in (None, "") for y in ys):
-            style = {"linewidth": 2.6, "color": "black"} if col in ("overall", "total") else {"linewidth": 1.4}
+            style = (
+                {"linewidth": 2.6, "color": "black"} if col in ("overall", "total") else {"linewidth": 1.4}
+            )
             ax.plot(xs, [float("nan") if y in (None, "") else y for y in ys], marker="o", label=col, **style)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)

@@ -14,20 +14,54 @@ P = PenaltyConfig()
 
 CASES = [
     # (reply, truncated, action, valid, faults, malformed)
-    ("<think>The mug is on the desk.</think><action>go to desk 1</action>", False, "go to desk 1", True, (), False),
+    (
+        "<think>The mug is on the desk.</think><action>go to desk 1</action>",
+        False,
+        "go to desk 1",
+        True,
+        (),
+        False,
+    ),
     ("<think>ok</think>\n<action> Go To Desk 1. </action>", False, "go to desk 1", True, (), False),
-    ("<think>ok</think><action>'take mug 1 from desk 1'</action>", False, "take mug 1 from desk 1", True, (), False),
-    ("<think>ok</think><action>open drawer 9</action>", False, "open drawer 9", False, ("invalid_action",), False),
+    (
+        "<think>ok</think><action>'take mug 1 from desk 1'</action>",
+        False,
+        "take mug 1 from desk 1",
+        True,
+        (),
+        False,
+    ),
+    (
+        "<think>ok</think><action>open drawer 9</action>",
+        False,
+        "open drawer 9",
+        False,
+        ("invalid_action",),
+        False,
+    ),
     ("<think>ok</think> go to desk 1", False, "", False, ("missing_action_tag", "invalid_action"), False),
-    ("<think>I should go", True, "", False,
-     ("truncated", "missing_action_tag", "missing_think_end", "invalid_action"), False),
+    (
+        "<think>I should go",
+        True,
+        "",
+        False,
+        ("truncated", "missing_action_tag", "missing_think_end", "invalid_action"),
+        False,
+    ),
     ("<think>hmm</think><action>look", True, "look", True, ("truncated", "missing_action_tag"), False),
     ("", False, "", False, ("empty", "missing_action_tag", "invalid_action"), True),
     ("   \n ", False, "", False, ("empty", "missing_action_tag", "invalid_action"), True),
     ("<th>go</th><action>look</action>", False, "look", True, (), True),
     ("<think>Task complete.</think><action>look</action>", False, "look", True, (), True),
     ("<think>" + "maybe " * 8 + "</think><action>look</action>", False, "look", True, ("repetitive",), False),
-    ("<think>x</think>\n" + "go to desk 1\n" * 4 + "<action>look</action>", False, "look", True, ("repetitive",), False),
+    (
+        "<think>x</think>\n" + "go to desk 1\n" * 4 + "<action>look</action>",
+        False,
+        "look",
+        True,
+        ("repetitive",),
+        False,
+    ),
     ("<action>inventory</action><action>look</action>", False, "inventory", True, (), False),
 ]
 
@@ -52,7 +86,8 @@ def test_penalties_add_up_and_skip_malformed():
 def test_template_actions_admit_any_filled_value():
     webshop = ["search[<your query>]", "click[b09rf2dlzx]", "click[next >]"]
     assert parse_action("<think>x</think><action>search[red running shoes]</action>", webshop).action == (
-        "search[red running shoes]")
+        "search[red running shoes]"
+    )
     assert parse_action("<think>x</think><action>Search[ shoes ]</action>", webshop).valid
     assert not parse_action("<think>x</think><action>search[]</action>", webshop).valid
     assert not parse_action("<think>x</think><action>search[<your query>]</action>", webshop).valid
@@ -72,5 +107,11 @@ def test_parse_never_raises(reply, admissible, truncated):
     assert isinstance(parsed.action, str)
     if parsed.valid:
         assert parsed.action in admissible or any(TEMPLATE_RE.match(a) for a in admissible)
-    assert set(parsed.faults) <= {"empty", "truncated", "missing_action_tag", "missing_think_end", "repetitive",
-                                  "invalid_action"}
+    assert set(parsed.faults) <= {
+        "empty",
+        "truncated",
+        "missing_action_tag",
+        "missing_think_end",
+        "repetitive",
+        "invalid_action",
+    }

@@ -22,16 +22,25 @@ def policy(base_model_dir, model_cfg):
 def _prompts(tokenizer, repo_root):
     bank = load_bank(repo_root / SEED_BANK)
     out = []
-    for step, (task, category) in enumerate([("put a clean mug in coffeemachine.", "clean"),
-                                             ("look at bowl under the desklamp.", "look_at_obj_in_light"),
-                                             ("put a clean mug in coffeemachine.", "clean")]):
+    for step, (task, category) in enumerate(
+        [
+            ("put a clean mug in coffeemachine.", "clean"),
+            ("look at bowl under the desklamp.", "look_at_obj_in_light"),
+            ("put a clean mug in coffeemachine.", "clean"),
+        ]
+    ):
         block, _ = render_skill_block(select_template(bank, task, category))
         parts = render_action_prompt(
-            env_name="alfworld", task_text=task, skills_block=block, step=step,
+            env_name="alfworld",
+            task_text=task,
+            skills_block=block,
+            step=step,
             history=[("go to desk 1", "You arrive at desk 1. On the desk 1, you see a mug 1.")] * step,
             observation="You are in the middle of a room. You see a cabinet 1, a desk 1 and a sinkbasin 1.",
             admissible=["go to cabinet 1", "go to desk 1", "go to sinkbasin 1", "look", "inventory"],
-            history_length=2, max_obs_chars=200)
+            history_length=2,
+            max_obs_chars=200,
+        )
         out.append(apply_chat_template(tokenizer, parts))
     return out
 

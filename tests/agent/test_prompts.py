@@ -15,8 +15,12 @@ def _render(step=2, skills=BLOCK, history=None):
         task_text="put a clean mug in coffeemachine.",
         skills_block=skills,
         step=step,
-        history=history if history is not None else [("go to desk 1", "You arrive at desk 1."),
-                                                     ("take mug 1 from desk 1", "You pick up the mug 1. " * 20)],
+        history=history
+        if history is not None
+        else [
+            ("go to desk 1", "You arrive at desk 1."),
+            ("take mug 1 from desk 1", "You pick up the mug 1. " * 20),
+        ],
         observation="You see a sinkbasin 1.",
         admissible=["go to sinkbasin 1", "help", "look"],
         history_length=1,
@@ -28,9 +32,15 @@ def test_layout_order_and_cuts():
     parts = _render()
     user = parts.prefix + parts.suffix
     # task, skill block, history, observation, admissible actions, format: in this order (METHOD.md §3)
-    keys = ["Your task is to: put a clean mug", "General principles:", "Mistakes to avoid:",
-            "[2] take mug 1 from desk 1 ->", "Current observation: You see a sinkbasin 1.",
-            "Admissible actions: go to sinkbasin 1 | look", OUTPUT_FORMAT]
+    keys = [
+        "Your task is to: put a clean mug",
+        "General principles:",
+        "Mistakes to avoid:",
+        "[2] take mug 1 from desk 1 ->",
+        "Current observation: You see a sinkbasin 1.",
+        "Admissible actions: go to sinkbasin 1 | look",
+        OUTPUT_FORMAT,
+    ]
     positions = [user.index(k) for k in keys]
     assert positions == sorted(positions)
     assert "help" not in user.split("Admissible actions:")[1]

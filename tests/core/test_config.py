@@ -51,8 +51,14 @@ def test_overlay_and_set_merge(tmp_path):
         ({"counterfactual": {"commit": "sometimes"}}, "'counterfactual.commit' is invalid"),
         ({"rollout": {"group_size": 1}}, "rollout.group_size must be at least 2"),
         ({"skills": {"enabled": False}}, "review.enabled needs skills.enabled"),
-        ({"skills": {"enabled": False}, "review": {"enabled": False}}, "counterfactual.enabled needs review.enabled"),
-        ({"train": {"mini_batch_size": 3}, "rollout": {"group_size": 2}}, "must be a multiple of rollout.group_size"),
+        (
+            {"skills": {"enabled": False}, "review": {"enabled": False}},
+            "counterfactual.enabled needs review.enabled",
+        ),
+        (
+            {"train": {"mini_batch_size": 3}, "rollout": {"group_size": 2}},
+            "must be a multiple of rollout.group_size",
+        ),
         ({"orchestration": {"shards": 9}, "rollout": {"num_tasks": 4}}, "cannot exceed rollout.num_tasks"),
         ({"train": {"lora": {"target_modules": []}}}, "target_modules must name at least one module"),
     ],

@@ -17,7 +17,14 @@ pytestmark = pytest.mark.model
 
 def test_prepared_folder_is_plain_and_complete(base_model_dir):
     files = {p.name for p in base_model_dir.iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", MANIFEST, "COMPLETE"} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        MANIFEST,
+        "COMPLETE",
+    } <= files
     assert not any(f.endswith(".gguf") for f in files)
     config = json.loads((base_model_dir / "config.json").read_text())
     assert "quantization_config" not in config
@@ -31,11 +38,14 @@ def test_loads_without_gguf_and_chats(base_model_dir, model_cfg, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "gguf", None)  # importing gguf now fails: the folder must not need it
     model, tok, _ = load_model(base_model_dir, model_cfg)
-    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                   add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
     enc = tok(text, return_tensors="pt")
     out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    reply = tok.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    reply = tok.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
     assert "Paris" in reply
 
 

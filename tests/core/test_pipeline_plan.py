@@ -36,11 +36,14 @@ def test_iteration_two_depends_on_iteration_one(repo_root):
 
 
 def test_accelerate_config_runs_train_under_accelerate_launch(repo_root):
-    cfg = load_config(repo_root / "params.yaml",
-                      sets=["train.accelerate_config=configs/accelerate/multi-gpu-ddp.yaml"])
+    cfg = load_config(
+        repo_root / "params.yaml", sets=["train.accelerate_config=configs/accelerate/multi-gpu-ddp.yaml"]
+    )
     doc = yaml.safe_load(render_dvc_yaml(cfg, repo_root))["stages"]
-    assert doc["train-iter_001"]["cmd"] == ("accelerate launch --config_file configs/accelerate/multi-gpu-ddp.yaml "
-                                            "-m skillmaster.cli stage train --iteration 1")
+    assert doc["train-iter_001"]["cmd"] == (
+        "accelerate launch --config_file configs/accelerate/multi-gpu-ddp.yaml "
+        "-m skillmaster.cli stage train --iteration 1"
+    )
     assert doc["collect-iter_001"]["cmd"] == "skillmaster stage collect --iteration 1"
 
 
@@ -49,13 +52,16 @@ def test_a_missing_accelerate_config_is_one_clear_error(repo_root):
 
     from skillmaster.errors import ConfigError
 
-    cfg = load_config(repo_root / "params.yaml", sets=["train.accelerate_config=configs/accelerate/nope.yaml"])
+    cfg = load_config(
+        repo_root / "params.yaml", sets=["train.accelerate_config=configs/accelerate/nope.yaml"]
+    )
     with pytest.raises(ConfigError, match=r"train\.accelerate_config"):
         stage_plan(cfg, repo_root)
 
 
 def test_a_training_parameter_touches_only_the_train_stages(repo_root):
     cfg = load_config(repo_root / "params.yaml")
-    direct = [s.name for s in stage_plan(cfg, repo_root)
-              if any(p == "train" or p == "train.lr" for p in s.params)]
+    direct = [
+        s.name for s in stage_plan(cfg, repo_root) if any(p == "train" or p == "train.lr" for p in s.params)
+    ]
     assert direct == [f"train-iter_{i:03d}" for i in range(1, cfg.loop.iterations + 1)]

@@ -14,10 +14,19 @@ from collections.abc import Sequence
 
 _PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^take (?P<o>.+) from (?P<r>.+)$"), "I can see the {o} here, so I pick it up."),
-    (re.compile(r"^move (?P<o>.+) to (?P<r>.+)$"), "I am holding the {o}; I put it at the {r} as the task asks."),
-    (re.compile(r"^clean (?P<o>.+) with (?P<r>.+)$"), "The {o} must be clean first, so I wash it in the {r}."),
+    (
+        re.compile(r"^move (?P<o>.+) to (?P<r>.+)$"),
+        "I am holding the {o}; I put it at the {r} as the task asks.",
+    ),
+    (
+        re.compile(r"^clean (?P<o>.+) with (?P<r>.+)$"),
+        "The {o} must be clean first, so I wash it in the {r}.",
+    ),
     (re.compile(r"^heat (?P<o>.+) with (?P<r>.+)$"), "The {o} must be hot first, so I heat it with the {r}."),
-    (re.compile(r"^cool (?P<o>.+) with (?P<r>.+)$"), "The {o} must be cool first, so I chill it with the {r}."),
+    (
+        re.compile(r"^cool (?P<o>.+) with (?P<r>.+)$"),
+        "The {o} must be cool first, so I chill it with the {r}.",
+    ),
     (re.compile(r"^use (?P<r>.+)$"), "I turn on the {r} to look at the object in its light."),
     (re.compile(r"^open (?P<r>.+)$"), "The {r} is closed; I open it to see what is inside."),
     (re.compile(r"^close (?P<r>.+)$"), "Nothing needed is in the {r}, so I close it."),
@@ -37,9 +46,14 @@ def expert_thought(action: str, upcoming: Sequence[str] = ()) -> str:
         if take:
             return f"The {take.group('o')} should be at the {place}, so I go there."
         verb = nxt.split(" ", 1)[0] if nxt else ""
-        reasons = {"move": "to put down what I am holding", "clean": "to clean the object",
-                   "heat": "to heat the object", "cool": "to cool the object", "use": "to use the lamp there",
-                   "open": "to look inside it"}
+        reasons = {
+            "move": "to put down what I am holding",
+            "clean": "to clean the object",
+            "heat": "to heat the object",
+            "cool": "to cool the object",
+            "use": "to use the lamp there",
+            "open": "to look inside it",
+        }
         return f"I go to the {place} {reasons.get(verb, 'to look for what the task needs')}."
     for pattern, template in _PATTERNS:
         m = pattern.match(action)
@@ -97,7 +111,14 @@ def expert_review(family: str, category: str, category_has_skills: bool) -> str:
     else:
         title, principle, when = lesson
         think = "The episode succeeded with a procedure that no shown skill describes."
-        call = {"name": "propose_skill", "arguments": {
-            "category": category, "title": title, "principle": principle, "when_to_apply": when,
-            "evidence": "The successful episode followed exactly this order."}}
+        call = {
+            "name": "propose_skill",
+            "arguments": {
+                "category": category,
+                "title": title,
+                "principle": principle,
+                "when_to_apply": when,
+                "evidence": "The successful episode followed exactly this order.",
+            },
+        }
     return f"<think>{think}</think><tool_call>{json.dumps(call)}</tool_call>"

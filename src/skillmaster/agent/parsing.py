@@ -32,7 +32,14 @@ COMPLETION_CLAIM_RE = re.compile(r"task complete|all goals satisfied|goal satisf
 FILLER_PHRASES = ("i'm stuck", "i am stuck", "maybe", "but ", "i think", "perhaps", "nothing happens")
 REPEAT_THRESHOLD = 8
 LINE_REPEAT_THRESHOLD = 4
-STEP_FAULTS = ("empty", "truncated", "missing_action_tag", "missing_think_end", "repetitive", "invalid_action")
+STEP_FAULTS = (
+    "empty",
+    "truncated",
+    "missing_action_tag",
+    "missing_think_end",
+    "repetitive",
+    "invalid_action",
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,9 @@ def match_admissible(candidate: str, admissible: Sequence[str]) -> str | None:
         template = TEMPLATE_RE.match(action)
         if template:
             verb = template.group(1).lower()
-            filled = re.match(rf"^\s*{re.escape(verb)}\s*\[(.*\S.*)\]\s*$", candidate, re.IGNORECASE | re.DOTALL)
+            filled = re.match(
+                rf"^\s*{re.escape(verb)}\s*\[(.*\S.*)\]\s*$", candidate, re.IGNORECASE | re.DOTALL
+            )
             if filled and "<" not in filled.group(1):
                 return f"{verb}[{filled.group(1).strip()}]"
     return None

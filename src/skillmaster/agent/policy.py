@@ -188,8 +188,16 @@ class Policy:
         out: list[Generation] = []
         size = self.max_batch_size or max(len(prompts), 1)
         for start in range(0, len(prompts), size):
-            out.extend(self._generate_batch(prompts[start : start + size], max_new_tokens, temperature, top_p,
-                                            stop, list(seeds[start : start + size])))
+            out.extend(
+                self._generate_batch(
+                    prompts[start : start + size],
+                    max_new_tokens,
+                    temperature,
+                    top_p,
+                    stop,
+                    list(seeds[start : start + size]),
+                )
+            )
         return out
 
     def _generate_batch(self, prompts, max_new_tokens, temperature, top_p, stop, seeds) -> list[Generation]:
@@ -220,12 +228,16 @@ class Policy:
             do_sample=False,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
-            temperature=None, top_p=None, top_k=None,
+            temperature=None,
+            top_p=None,
+            top_k=None,
         )
         if temperature > 0:  # sampled per row (see RowSeededSampler); greedy otherwise
             from transformers import LogitsProcessorList
 
-            gen_kwargs["logits_processor"] = LogitsProcessorList([RowSeededSampler(seeds, temperature, top_p)])
+            gen_kwargs["logits_processor"] = LogitsProcessorList(
+                [RowSeededSampler(seeds, temperature, top_p)]
+            )
         if stop:
             gen_kwargs.update(stop_strings=[stop], tokenizer=tok)
         with torch.inference_mode():
@@ -247,8 +259,9 @@ class Policy:
         self.stats.seconds += time.perf_counter() - t0
         return results
 
-    def _finish(self, ids: list[int], prompt_tokens: int, prefilled: int, stop: str | None,
-                max_new_tokens: int) -> Generation:
+    def _finish(
+        self, ids: list[int], prompt_tokens: int, prefilled: int, stop: str | None, max_new_tokens: int
+    ) -> Generation:
         """Cut the sampled ids after the stop string / EOS; decide whether the reply was truncated."""
         tok = self.tokenizer
         eos = tok.eos_token_id
@@ -269,5 +282,10 @@ class Policy:
                     break
             finished = True
         truncated = not finished and len(kept) >= max_new_tokens
-        return Generation(text=text, token_ids=kept, prompt_tokens=prompt_tokens, prefilled_tokens=prefilled,
-                          truncated=truncated)
+        return Generation(
+            text=text,
+            token_ids=kept,
+            prompt_tokens=prompt_tokens,
+            prefilled_tokens=prefilled,
+            truncated=truncated,
+        )

@@ -87,6 +87,8 @@ def bench_orchestration_cmd(
     root = project_root()
     model_dir = model_dir or root / "models" / "base"
     if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir} holds no prepared model; run `skillmaster model prepare` or pass --model-dir")
+        raise ModelError(
+            f"{model_dir} holds no prepared model; run `skillmaster model prepare` or pass --model-dir"
+        )
     report = run_orchestration_bench(quick, root, model_dir)
     typer.echo(json.dumps(report, indent=2) if json_ else format_orchestration_report(report))

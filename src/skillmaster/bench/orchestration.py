@@ -91,18 +91,22 @@ def run_orchestration_bench(quick: bool, source: Path, model_dir: Path) -> dict[
         "overhead_share": round(overhead / compute, 4),
         "target_overhead_share": TARGET,
         "per_stage_bare_seconds": {k: round(v, 2) for k, v in bare_stages.items()},
-        "per_stage_orchestrated_seconds": {k: round(r.get("stage_seconds", 0.0), 2) for k, r in results.items()},
+        "per_stage_orchestrated_seconds": {
+            k: round(r.get("stage_seconds", 0.0), 2) for k, r in results.items()
+        },
     }
 
 
 def format_orchestration_report(r: dict[str, Any]) -> str:
     ok = "meets" if r["overhead_share"] <= r["target_overhead_share"] else "misses"
-    return "\n".join([
-        f"bench orchestration ({r['profile']}, {r['stages']} stages)",
-        f"  bare stages (baseline)           {r['bare_seconds']:9.1f} s",
-        f"  Prefect flow + DVC + MLflow      {r['orchestrated_seconds']:9.1f} s   ratio {r['wall_ratio']:.3f}",
-        f"  overhead inside the flow run     {r['overhead_seconds']:9.1f} s   "
-        f"= {r['overhead_share']:.1%} of stage compute ({ok} the {r['target_overhead_share']:.0%} target)",
-        f"    of which MLflow calls          {r['mlflow_seconds']:9.1f} s",
-        f"    of which Prefect + DVC         {r['prefect_dvc_seconds']:9.1f} s",
-    ])
+    return "\n".join(
+        [
+            f"bench orchestration ({r['profile']}, {r['stages']} stages)",
+            f"  bare stages (baseline)           {r['bare_seconds']:9.1f} s",
+            f"  Prefect flow + DVC + MLflow      {r['orchestrated_seconds']:9.1f} s   ratio {r['wall_ratio']:.3f}",
+            f"  overhead inside the flow run     {r['overhead_seconds']:9.1f} s   "
+            f"= {r['overhead_share']:.1%} of stage compute ({ok} the {r['target_overhead_share']:.0%} target)",
+            f"    of which MLflow calls          {r['mlflow_seconds']:9.1f} s",
+            f"    of which Prefect + DVC         {r['prefect_dvc_seconds']:9.1f} s",
+        ]
+    )

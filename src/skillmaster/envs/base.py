@@ -31,7 +31,9 @@ class TaskSpec:
 
 @runtime_checkable
 class TextEnv(Protocol):
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]: ...
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict]: ...
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]: ...
 

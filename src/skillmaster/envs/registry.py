@@ -31,5 +31,7 @@ def make_suite(cfg: EnvConfig) -> EnvSuite:
     if cfg.name not in _SUITES and cfg.name in _MODULES:
         importlib.import_module(_MODULES[cfg.name])
     if cfg.name not in _SUITES:
-        raise ConfigError(f"env.name '{cfg.name}' is not a registered environment; choose one of: {', '.join(available())}")
+        raise ConfigError(
+            f"env.name '{cfg.name}' is not a registered environment; choose one of: {', '.join(available())}"
+        )
     return _SUITES[cfg.name](cfg)

@@ -54,8 +54,14 @@ class RolloutSettings:
     seed: int
 
     @classmethod
-    def from_config(cls, cfg: Config, *, temperature: float | None = None, max_steps: int | None = None,
-                    seed: int | None = None) -> RolloutSettings:
+    def from_config(
+        cls,
+        cfg: Config,
+        *,
+        temperature: float | None = None,
+        max_steps: int | None = None,
+        seed: int | None = None,
+    ) -> RolloutSettings:
         r = cfg.rollout
         return cls(
             env_name=cfg.env.name,
@@ -111,10 +117,13 @@ def collect_episodes(
     """
     if not episodes:
         return STEPS.empty(), TRAJECTORIES.empty()
-    resets = pool.reset_many([(i, {"task_id": ep.task.task_id, "split": ep.task.split})
-                              for i, ep in enumerate(episodes)])
-    live = [_Live(spec=ep, obs=obs, info=info, initial_obs=obs)
-            for ep, (obs, info) in zip(episodes, resets, strict=True)]
+    resets = pool.reset_many(
+        [(i, {"task_id": ep.task.task_id, "split": ep.task.split}) for i, ep in enumerate(episodes)]
+    )
+    live = [
+        _Live(spec=ep, obs=obs, info=info, initial_obs=obs)
+        for ep, (obs, info) in zip(episodes, resets, strict=True)
+    ]
     blocks: dict[tuple[int, str, str], tuple[str, list[str]]] = {}
     for state in live:
         bank = state.spec.bank
@@ -135,8 +144,10 @@ def collect_episodes(
             break
         prompts = [render_step_prompt(policy.tokenizer, live[i], step, settings) for i in active]
         if expert is not None:
-            gens = [_expert_generation(policy.tokenizer, expert(live[i].spec, step), text, n)
-                    for i, (text, n) in zip(active, prompts, strict=True)]
+            gens = [
+                _expert_generation(policy.tokenizer, expert(live[i].spec, step), text, n)
+                for i, (text, n) in zip(active, prompts, strict=True)
+            ]
         else:
             gens = policy.generate(
                 prompts,
@@ -156,12 +167,23 @@ def collect_episodes(
             if guard:
                 faults.append("malformed")
             row = {
-                "iteration": state.spec.iteration, "task_id": state.spec.task.task_id,
-                "group_id": state.spec.group_id, "traj_id": state.spec.traj_id, "step": step,
-                "prompt": text, "prefix_chars": prefix_chars, "response": gen.text,
-                "response_ids": gen.token_ids, "action": "", "valid": parsed.valid, "faults": faults,
-                "penalty": step_penalty(faults, settings.penalties), "observation": "",
-                "env_reward": 0.0, "done": False, "prompt_tokens": gen.prompt_tokens,
+                "iteration": state.spec.iteration,
+                "task_id": state.spec.task.task_id,
+                "group_id": state.spec.group_id,
+                "traj_id": state.spec.traj_id,
+                "step": step,
+                "prompt": text,
+                "prefix_chars": prefix_chars,
+                "response": gen.text,
+                "response_ids": gen.token_ids,
+                "action": "",
+                "valid": parsed.valid,
+                "faults": faults,
+                "penalty": step_penalty(faults, settings.penalties),
+                "observation": "",
+                "env_reward": 0.0,
+                "done": False,
+                "prompt_tokens": gen.prompt_tokens,
                 "response_tokens": len(gen.token_ids),
             }
             state.steps.append(row)
@@ -198,8 +220,10 @@ def collect_episodes(
         finished = sum(s.done for s in live)
         bar.update(finished - bar.n)
         elapsed = max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(steps_per_s=f"{env_steps / elapsed:.2f}",
-                        success=f"{sum(s.won for s in live if s.done)}/{finished}")
+        bar.set_postfix(
+            steps_per_s=f"{env_steps / elapsed:.2f}",
+            success=f"{sum(s.won for s in live if s.done)}/{finished}",
+        )
     bar.close()
     step_rows = [row for s in live for row in s.steps]
     traj_rows = [_trajectory_row(s, settings) for s in live]
@@ -227,7 +251,9 @@ def _expert_generation(tokenizer, reply: str, prompt: str, prefix_chars: int) ->
 
     p, s = encode_prompt(tokenizer, prompt, prefix_chars)
     ids = encode_response(tokenizer, reply)
-    return Generation(text=reply, token_ids=ids, prompt_tokens=len(p) + len(s), prefilled_tokens=0, truncated=False)
+    return Generation(
+        text=reply, token_ids=ids, prompt_tokens=len(p) + len(s), prefilled_tokens=0, truncated=False
+    )
 
 
 def _end(state: _Live, reason: str, error: str = "") -> None:
@@ -240,13 +266,25 @@ def _trajectory_row(state: _Live, settings: RolloutSettings) -> dict:
     if state.end_reason == "malformed":
         reward += settings.penalties.malformed
     return {
-        "iteration": spec.iteration, "task_id": spec.task.task_id, "group_id": spec.group_id,
-        "traj_id": spec.traj_id, "split": spec.task.split, "family": spec.task.family,
-        "category": spec.task.category, "task_text": info.get("task_text", ""), "won": state.won,
-        "score": state.score, "episode_reward": reward, "penalty_total": state.penalty_total,
-        "length": len(state.steps), "invalid_count": state.invalid, "end_reason": state.end_reason,
-        "error": state.error, "skills_shown": list(state.skills_shown),
-        "skills_block": state.skills_block or "", "initial_observation": state.initial_obs,
+        "iteration": spec.iteration,
+        "task_id": spec.task.task_id,
+        "group_id": spec.group_id,
+        "traj_id": spec.traj_id,
+        "split": spec.task.split,
+        "family": spec.task.family,
+        "category": spec.task.category,
+        "task_text": info.get("task_text", ""),
+        "won": state.won,
+        "score": state.score,
+        "episode_reward": reward,
+        "penalty_total": state.penalty_total,
+        "length": len(state.steps),
+        "invalid_count": state.invalid,
+        "end_reason": state.end_reason,
+        "error": state.error,
+        "skills_shown": list(state.skills_shown),
+        "skills_block": state.skills_block or "",
+        "initial_observation": state.initial_obs,
         "final_observation": state.obs,
         "condition": spec.condition,
     }

@@ -31,8 +31,11 @@ def rollout_metrics(trajectories: pl.DataFrame, steps: pl.DataFrame | None = Non
         .sort("family")
     )
     out["by_family"] = {
-        r["family"]: {"episodes": r["episodes"], "successes": r["successes"],
-                      "success_rate": r["successes"] / r["episodes"]}
+        r["family"]: {
+            "episodes": r["episodes"],
+            "successes": r["successes"],
+            "success_rate": r["successes"] / r["episodes"],
+        }
         for r in by_family.iter_rows(named=True)
     }
     out["end_reasons"] = dict(trajectories["end_reason"].value_counts().iter_rows())

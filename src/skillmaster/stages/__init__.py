@@ -75,8 +75,14 @@ def get_stage(name: str) -> StageFn:
     return _REGISTRY[name]
 
 
-def run_stage(name: str, cfg: Config, iteration: int = 0, root: Path | None = None,
-              tracker: Any = None, shared: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_stage(
+    name: str,
+    cfg: Config,
+    iteration: int = 0,
+    root: Path | None = None,
+    tracker: Any = None,
+    shared: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run stage ``name`` for ``iteration`` and return its metrics."""
     from skillmaster.runtime import configure_environment, project_root
 
@@ -89,8 +95,9 @@ def run_stage(name: str, cfg: Config, iteration: int = 0, root: Path | None = No
             f"got {iteration}"
         )
     fn = get_stage(name)
-    ctx = StageContext(cfg=cfg, iteration=iteration, paths=Paths(root), root=root, _tracker=tracker,
-                       shared=shared or {})
+    ctx = StageContext(
+        cfg=cfg, iteration=iteration, paths=Paths(root), root=root, _tracker=tracker, shared=shared or {}
+    )
     from skillmaster.tracking import tracking_seconds
 
     start, tracked = time.perf_counter(), tracking_seconds()

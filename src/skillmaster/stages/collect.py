@@ -54,7 +54,9 @@ def traj_id(iteration: int, group: int, member: int) -> str:
     return f"{iteration:03d}-{group:04d}-{member:02d}"
 
 
-def collect_shard(ctx: StageContext, groups: list[TaskSpec], shard: int, ids: range) -> tuple[pl.DataFrame, pl.DataFrame]:
+def collect_shard(
+    ctx: StageContext, groups: list[TaskSpec], shard: int, ids: range
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Play the groups ``ids`` of iteration ``ctx.iteration`` (shard number ``shard``)."""
     state = ctx.paths.stage_state("collect", ctx.iteration) / f"shard_{shard:03d}"
     if (state / COMPLETE_MARKER).is_file():
@@ -71,8 +73,9 @@ def collect_shard(ctx: StageContext, groups: list[TaskSpec], shard: int, ids: ra
     retriever = retriever_of(ctx)
     policy = load_policy(ctx, it - 1)
     with make_pool(ctx, len(episodes)) as pool:
-        steps, trajs = collect_episodes(policy, pool, episodes, settings, retriever,
-                                        desc=f"collect it{it} shard {shard}")
+        steps, trajs = collect_episodes(
+            policy, pool, episodes, settings, retriever, desc=f"collect it{it} shard {shard}"
+        )
     with atomic_dir(state) as tmp:
         STEPS.write(steps, tmp / "steps.parquet")
         TRAJECTORIES.write(trajs, tmp / "trajectories.parquet")
@@ -80,7 +83,9 @@ def collect_shard(ctx: StageContext, groups: list[TaskSpec], shard: int, ids: ra
     return steps, trajs
 
 
-def run_collect_shard(cfg_json: str, iteration: int, shard: int, root: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def run_collect_shard(
+    cfg_json: str, iteration: int, shard: int, root: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Entry point for a cluster worker: rebuild the context and play one shard."""
     from skillmaster.runtime import configure_environment
 

@@ -28,8 +28,10 @@ def resolve_policy(folder: Path) -> Path | None:
         target = json.loads(pointer.read_text()).get("target")
         return None if target is None else resolve_policy(Path(target))
     if not (folder / COMPLETE_MARKER).is_file():
-        raise DataError(f"{folder}: checkpoint is missing or incomplete (no {COMPLETE_MARKER} marker); "
-                        "rerun the stage that writes it")
+        raise DataError(
+            f"{folder}: checkpoint is missing or incomplete (no {COMPLETE_MARKER} marker); "
+            "rerun the stage that writes it"
+        )
     return folder
 
 
@@ -130,7 +132,9 @@ def make_pool(ctx: StageContext, num_envs: int):
 
 
 # --------------------------------------------------------------------------- metrics
-def write_metrics(ctx: StageContext, stage: str, metrics: dict[str, Any], log_prefix: str | None = None) -> Path:
+def write_metrics(
+    ctx: StageContext, stage: str, metrics: dict[str, Any], log_prefix: str | None = None
+) -> Path:
     """Write ``metrics/iter_NNN/<stage>.json`` (DVC metrics) and log the numbers to MLflow."""
     path = ctx.paths.metrics(ctx.iteration, stage)
     write_json(path, metrics)
@@ -138,4 +142,3 @@ def write_metrics(ctx: StageContext, stage: str, metrics: dict[str, Any], log_pr
     numbers = {f"{prefix}{k}": v for k, v in flatten(metrics).items() if isinstance(v, int | float)}
     ctx.tracker.log_metrics(numbers, step=ctx.iteration)
     return path
-

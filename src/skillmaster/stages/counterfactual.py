@@ -38,7 +38,9 @@ def probe_plan(ctx: StageContext, edits: pl.DataFrame, bank) -> list[tuple[dict,
     plan = []
     for row in edits.iter_rows(named=True):
         key = row["category"] if match == "category" else row["family"]
-        probes = draw_probes(row["task_id"], key, tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match)
+        probes = draw_probes(
+            row["task_id"], key, tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match
+        )
         after, _ = apply_edit(bank, Edit.model_validate_json(row["edit"]))
         plan.append((row, probes, after))
     return plan
@@ -52,8 +54,16 @@ def run_probes(ctx: StageContext, plan, bank) -> pl.DataFrame:
     for e, (row, probes, after) in enumerate(plan):
         for k, task_id in enumerate(probes):
             for tag, b in (("before", bank), ("after", after)):
-                episodes.append(EpisodeSpec(f"{it:03d}-p{e:03d}-{k:02d}-{tag}", by_id[task_id], row["group_id"],
-                                            it, bank=b, condition=f"probe_{tag}"))
+                episodes.append(
+                    EpisodeSpec(
+                        f"{it:03d}-p{e:03d}-{k:02d}-{tag}",
+                        by_id[task_id],
+                        row["group_id"],
+                        it,
+                        bank=b,
+                        condition=f"probe_{tag}",
+                    )
+                )
     if not episodes:
         return TRAJECTORIES.empty()
     settings = RolloutSettings.from_config(
@@ -63,7 +73,9 @@ def run_probes(ctx: StageContext, plan, bank) -> pl.DataFrame:
     )
     policy = load_policy(ctx, it - 1)
     with make_pool(ctx, len(episodes)) as pool:
-        _, trajs = collect_episodes(policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}")
+        _, trajs = collect_episodes(
+            policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}"
+        )
     return trajs
 
 
@@ -93,15 +105,29 @@ def counterfactual_stage(ctx: StageContext) -> dict:
                 b, a = runs[f"{it:03d}-p{e:03d}-{k:02d}-before"], runs[f"{it:03d}-p{e:03d}-{k:02d}-after"]
                 before.append(probe_score(b["won"], b["length"], t_max))
                 after.append(probe_score(a["won"], a["length"], t_max))
-            u = utility(before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(bank_after).total)
+            u = utility(
+                before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(bank_after).total
+            )
         edit = Edit.model_validate_json(row["edit"])
         scored_edits.append(ScoredEdit(row["traj_id"], edit, u, scored=e < n_scored))
-        rows.append({
-            "iteration": it, "task_id": row["task_id"], "group_id": row["group_id"], "traj_id": row["traj_id"],
-            "family": row["family"], "status": row["status"], "skill_id": row["skill_id"], "edit": row["edit"],
-            "scored": e < n_scored, "probe_task_ids": probe_ids, "scores_before": before, "scores_after": after,
-            "utility": u, "committed": False,
-        })
+        rows.append(
+            {
+                "iteration": it,
+                "task_id": row["task_id"],
+                "group_id": row["group_id"],
+                "traj_id": row["traj_id"],
+                "family": row["family"],
+                "status": row["status"],
+                "skill_id": row["skill_id"],
+                "edit": row["edit"],
+                "scored": e < n_scored,
+                "probe_task_ids": probe_ids,
+                "scores_before": before,
+                "scores_after": after,
+                "utility": u,
+                "committed": False,
+            }
+        )
     new_bank, decisions = commit_edits(bank, scored_edits, cf.commit, cf.commit_threshold)
     for r, d in zip(rows, decisions, strict=True):
         r["committed"] = d.committed

@@ -42,28 +42,40 @@ def eval_conditions(cfg: Config, no_skills_only: bool = False) -> list[str]:
     return out
 
 
-def evaluate(ctx: StageContext, policy, bank, splits: list[str], conditions: list[str],
-             limit: int | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+def evaluate(
+    ctx: StageContext, policy, bank, splits: list[str], conditions: list[str], limit: int | None
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Play every (split, condition, game) once; returns the episodes and their metrics."""
     cfg = ctx.cfg
     frames, metrics = [], {}
     for split in splits:
         tasks = stratified_tasks(suite_of(ctx).tasks(split), limit, cfg.seed)
         episodes = [
-            EpisodeSpec(f"{ctx.iteration:03d}-{split}-{cond}-{i:04d}", task, i, ctx.iteration,
-                        bank=bank if CONDITIONS[cond] else None, condition=cond)
+            EpisodeSpec(
+                f"{ctx.iteration:03d}-{split}-{cond}-{i:04d}",
+                task,
+                i,
+                ctx.iteration,
+                bank=bank if CONDITIONS[cond] else None,
+                condition=cond,
+            )
             for cond in conditions
             for i, task in enumerate(tasks)
         ]
         settings = RolloutSettings.from_config(
-            cfg, temperature=cfg.eval.temperature, max_steps=cfg.eval.max_steps,
+            cfg,
+            temperature=cfg.eval.temperature,
+            max_steps=cfg.eval.max_steps,
             seed=derive_seed(cfg.seed, "eval", split),
         )
         with make_pool(ctx, len(episodes)) as pool:
-            _, trajs = collect_episodes(policy, pool, episodes, settings, retriever_of(ctx),
-                                        desc=f"eval {split} it{ctx.iteration}")
+            _, trajs = collect_episodes(
+                policy, pool, episodes, settings, retriever_of(ctx), desc=f"eval {split} it{ctx.iteration}"
+            )
         frames.append(trajs)
-        metrics[split] = {cond: rollout_metrics(trajs.filter(pl.col("condition") == cond)) for cond in conditions}
+        metrics[split] = {
+            cond: rollout_metrics(trajs.filter(pl.col("condition") == cond)) for cond in conditions
+        }
     episodes = pl.concat(frames) if frames else TRAJECTORIES.empty()
     return episodes, metrics
 
@@ -79,8 +91,15 @@ def evaluate_stage(ctx: StageContext) -> dict:
     return metrics
 
 
-def evaluate_checkpoint(cfg: Config, root: Path, split: str, checkpoint: Path | None, bank_path: Path | None,
-                        no_skills: bool, limit: int | None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    cfg: Config,
+    root: Path,
+    split: str,
+    checkpoint: Path | None,
+    bank_path: Path | None,
+    no_skills: bool,
+    limit: int | None,
+) -> dict[str, Any]:
     """``skillmaster eval``: evaluate any checkpoint (None: base) with any bank, outside the pipeline."""
     from skillmaster.agent.policy import Policy
     from skillmaster.paths import Paths
@@ -92,8 +111,13 @@ def evaluate_checkpoint(cfg: Config, root: Path, split: str, checkpoint: Path | 
     base = policy_base(ctx)
     if not (base / "config.json").is_file():
         base = ctx.paths.base_model
-    policy = Policy.load(base, cfg.model, adapter=adapter,
-                         prefix_reuse=cfg.rollout.prefix_reuse, max_batch_size=cfg.rollout.max_batch_size)
+    policy = Policy.load(
+        base,
+        cfg.model,
+        adapter=adapter,
+        prefix_reuse=cfg.rollout.prefix_reuse,
+        max_batch_size=cfg.rollout.max_batch_size,
+    )
     bank = None if no_skills else load_bank(bank_path) if bank_path else None
     conditions = ["eval_skills"] if bank is not None else ["eval_no_skills"]
     _, metrics = evaluate(ctx, policy, bank, [split], conditions, limit)

@@ -55,8 +55,15 @@ def plot_rows(ctx: StageContext, summary: list[dict[str, Any]]) -> tuple[list[di
             success_rows.append(row)
         if "bank" in s:
             b = s["bank"]
-            bank_rows.append({"iteration": s["iteration"], "total": b.get("total", 0), "general": b.get("general", 0),
-                              "task_specific": b.get("task_specific", 0), "mistakes": b.get("mistakes", 0)})
+            bank_rows.append(
+                {
+                    "iteration": s["iteration"],
+                    "total": b.get("total", 0),
+                    "general": b.get("general", 0),
+                    "task_specific": b.get("task_specific", 0),
+                    "mistakes": b.get("mistakes", 0),
+                }
+            )
     return success_rows, sorted(families), bank_rows
 
 
@@ -71,14 +78,31 @@ def report_stage(ctx: StageContext) -> dict:
     success_rows, families, bank_rows = plot_rows(ctx, summary)
     plots = paths.plots_dir
     write_csv(plots / "success_by_family.csv", success_rows, ["iteration", "overall", *families])
-    write_csv(plots / "bank_size.csv", bank_rows, ["iteration", "total", "general", "task_specific", "mistakes"])
+    write_csv(
+        plots / "bank_size.csv", bank_rows, ["iteration", "total", "general", "task_specific", "mistakes"]
+    )
     pngs = []
     if success_rows:
-        pngs.append(line_plot(plots / "success_by_family.png", success_rows, ["overall", *families],
-                              f"Success on {cfg.eval.splits[0]} by family", "success rate", (-0.05, 1.05)))
+        pngs.append(
+            line_plot(
+                plots / "success_by_family.png",
+                success_rows,
+                ["overall", *families],
+                f"Success on {cfg.eval.splits[0]} by family",
+                "success rate",
+                (-0.05, 1.05),
+            )
+        )
     if bank_rows:
-        pngs.append(line_plot(plots / "bank_size.png", bank_rows, ["total", "general", "task_specific", "mistakes"],
-                              "Skill bank size", "skills"))
+        pngs.append(
+            line_plot(
+                plots / "bank_size.png",
+                bank_rows,
+                ["total", "general", "task_specific", "mistakes"],
+                "Skill bank size",
+                "skills",
+            )
+        )
     final = next((r for r in reversed(success_rows)), {})
     out = {"method": cfg.method, "iterations": summary, "final_success": final}
     write_json(paths.summary, out)
@@ -94,20 +118,30 @@ def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) 
     tracker, paths = ctx.tracker, ctx.paths
     for s in summary:
         it = s["iteration"]
-        numbers = {k: v for k, v in flatten({k: v for k, v in s.items() if k != "iteration"}).items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        numbers = {
+            k: v
+            for k, v in flatten({k: v for k, v in s.items() if k != "iteration"}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         tracker.log_metrics(numbers, step=it)
         ev = primary_eval(ctx, s.get("eval", {}))
         if ev and ev.get("episodes"):
-            tracker.log_metrics({"success_rate": ev["success_rate"],
-                                 **{f"success/{label(f)}": v["success_rate"] for f, v in ev["by_family"].items()}},
-                                step=it)
+            tracker.log_metrics(
+                {
+                    "success_rate": ev["success_rate"],
+                    **{f"success/{label(f)}": v["success_rate"] for f, v in ev["by_family"].items()},
+                },
+                step=it,
+            )
         bank = paths.bank(it)
         if bank.is_file():
             tracker.log_artifact(bank, f"iter_{it:03d}")
             if it > 0 and paths.bank(it - 1).is_file():
-                diff = format_diff(diff_banks(load_bank(paths.bank(it - 1)), load_bank(bank)),
-                                   f"iter_{it - 1:03d}", f"iter_{it:03d}")
+                diff = format_diff(
+                    diff_banks(load_bank(paths.bank(it - 1)), load_bank(bank)),
+                    f"iter_{it - 1:03d}",
+                    f"iter_{it:03d}",
+                )
                 tracker.log_text(diff, f"iter_{it:03d}/bank_diff.txt")
         episodes = paths.eval_dir(it) / "episodes.parquet"
         if episodes.is_file():

@@ -17,7 +17,9 @@ from skillmaster.stages.common import load_bank_at, load_policy, write_metrics
 from skillmaster.tables import REVIEWS, STEPS, TRAJECTORIES
 
 
-def review_prompts(ctx: StageContext, trajs: pl.DataFrame, steps: pl.DataFrame, tokenizer) -> list[tuple[str, int]]:
+def review_prompts(
+    ctx: StageContext, trajs: pl.DataFrame, steps: pl.DataFrame, tokenizer
+) -> list[tuple[str, int]]:
     """Chat-templated review prompts, one per trajectory row, in order."""
     from skillmaster.skills.review import ReviewStep, render_from_config
 
@@ -73,14 +75,29 @@ def review_stage(ctx: StageContext) -> dict:
     rows = []
     for t, (prompt, prefix_chars), gen in zip(trajs.iter_rows(named=True), prompts, gens, strict=True):
         outcome = score_review(gen.text, bank, t["category"], cfg.review.shaping)
-        rows.append({
-            "iteration": it, "task_id": t["task_id"], "group_id": t["group_id"], "traj_id": t["traj_id"],
-            "family": t["family"], "category": t["category"], "prompt": prompt, "prefix_chars": prefix_chars,
-            "response": gen.text, "response_ids": gen.token_ids, "prompt_tokens": gen.prompt_tokens,
-            "response_tokens": len(gen.token_ids), "tool": outcome.tool, "arguments": outcome.arguments_json(),
-            "status": outcome.status, "shaping": outcome.shaping, "shaping_flags": outcome.flags,
-            "skill_id": outcome.skill_id, "edit": outcome.edit_json(),
-        })
+        rows.append(
+            {
+                "iteration": it,
+                "task_id": t["task_id"],
+                "group_id": t["group_id"],
+                "traj_id": t["traj_id"],
+                "family": t["family"],
+                "category": t["category"],
+                "prompt": prompt,
+                "prefix_chars": prefix_chars,
+                "response": gen.text,
+                "response_ids": gen.token_ids,
+                "prompt_tokens": gen.prompt_tokens,
+                "response_tokens": len(gen.token_ids),
+                "tool": outcome.tool,
+                "arguments": outcome.arguments_json(),
+                "status": outcome.status,
+                "shaping": outcome.shaping,
+                "shaping_flags": outcome.flags,
+                "skill_id": outcome.skill_id,
+                "edit": outcome.edit_json(),
+            }
+        )
     reviews = REVIEWS.from_rows(rows)
     REVIEWS.write(reviews, out)
     metrics = {

@@ -44,8 +44,9 @@ def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
     workers = max(1, min(cfg.rollout.num_workers, len(episodes)))
     with EnvPool(suite, num_envs=len(episodes), num_workers=workers) as pool:
-        return collect_episodes(holder, pool, episodes, settings, retriever_of(ctx), expert=expert,
-                                desc="replay walkthroughs")
+        return collect_episodes(
+            holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc="replay walkthroughs"
+        )
 
 
 @register("sft-data")
@@ -58,8 +59,15 @@ def sft_data_stage(ctx: StageContext) -> dict:
     won = trajs.filter(pl.col("won"))
     steps = steps.join(won.select("traj_id", "family"), on="traj_id")
     rows = [
-        {"task_id": r["task_id"], "family": r["family"], "kind": "action", "step": r["step"],
-         "prompt": r["prompt"], "prefix_chars": r["prefix_chars"], "response": r["response"]}
+        {
+            "task_id": r["task_id"],
+            "family": r["family"],
+            "kind": "action",
+            "step": r["step"],
+            "prompt": r["prompt"],
+            "prefix_chars": r["prefix_chars"],
+            "response": r["response"],
+        }
         for r in steps.iter_rows(named=True)
     ]
     if cfg.sft.review_examples and cfg.review.enabled and won.height:
@@ -68,14 +76,25 @@ def sft_data_stage(ctx: StageContext) -> dict:
         prompts = review_prompts(ctx, won, steps.drop("family"), tokenizer)
         for t, (prompt, prefix_chars) in zip(won.iter_rows(named=True), prompts, strict=True):
             has = bool(bank.task_specific_skills.get(t["category"]))
-            rows.append({"task_id": t["task_id"], "family": t["family"], "kind": "review", "step": t["length"],
-                         "prompt": prompt, "prefix_chars": prefix_chars,
-                         "response": expert_review(t["family"], t["category"], has)})
+            rows.append(
+                {
+                    "task_id": t["task_id"],
+                    "family": t["family"],
+                    "kind": "review",
+                    "step": t["length"],
+                    "prompt": prompt,
+                    "prefix_chars": prefix_chars,
+                    "response": expert_review(t["family"], t["category"], has),
+                }
+            )
     samples = SFT_SAMPLES.from_rows(rows)
     SFT_SAMPLES.write(samples, ctx.paths.sft_data)
-    return {"games": trajs.height, "walkthroughs_won": won.height,
-            "action_samples": int((samples["kind"] == "action").sum()),
-            "review_samples": int((samples["kind"] == "review").sum())}
+    return {
+        "games": trajs.height,
+        "walkthroughs_won": won.height,
+        "action_samples": int((samples["kind"] == "action").sum()),
+        "review_samples": int((samples["kind"] == "review").sum()),
+    }
 
 
 @register("sft")
@@ -113,7 +132,9 @@ def sft_stage(ctx: StageContext) -> dict:
         write_json(paths.sft_model / MANIFEST, read_json(base_manifest) | {"sft_from": str(paths.sft_data)})
     shutil.rmtree(paths.stage_state("sft"), ignore_errors=True)
     out = {k.removeprefix("sft/"): v for k, v in metrics.items()} | {
-        "samples": len(samples), "action_samples": int((frame["kind"] == "action").sum()),
-        "review_samples": int((frame["kind"] == "review").sum())}
+        "samples": len(samples),
+        "action_samples": int((frame["kind"] == "action").sum()),
+        "review_samples": int((frame["kind"] == "review").sum()),
+    }
     write_json(paths.metrics(0, "sft"), out)
     return out
