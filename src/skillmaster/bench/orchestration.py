@@ -57,9 +57,13 @@ def _bare(root: Path) -> tuple[float, dict[str, float]]:
 
 
 def _orchestrated(root: Path, source: Path) -> tuple[float, dict[str, dict]]:
+    import contextlib
+    import sys
+
     flow = load_flow_module(source)
     start = time.perf_counter()
-    results = flow.skillmaster_loop(params=str(root / "params.yaml"))
+    with contextlib.redirect_stdout(sys.stderr):  # DVC's "Updating lock file" lines stay off --json
+        results = flow.skillmaster_loop(params=str(root / "params.yaml"))
     return time.perf_counter() - start, results
 
 
