@@ -40,6 +40,7 @@ data: install
 	$(BIN)/skillmaster env data
 
 run: install data
+	$(BIN)/skillmaster pipeline write
 	$(BIN)/dvc repro
 
 test: install data
