@@ -153,6 +153,9 @@ def eval_cmd(
         int | None, typer.Option(help="Games (stratified over families); default eval.limit.")
     ] = None,
     all_games: Annotated[bool, typer.Option("--all", help="Every game of the split.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write episodes.parquet and metrics.json into this folder.")
+    ] = None,
     json_: JsonOpt = False,
     params: ParamsOpt = Path("params.yaml"),
     overlay: OverlayOpt = None,
@@ -176,6 +179,7 @@ def eval_cmd(
         bank,
         no_skills or bank is None,
         None if all_games else (limit or cfg.eval.limit),
+        out,
     )
     if json_:
         echo_json(metrics)

@@ -97,8 +97,11 @@ class RolloutConfig(Section):
     """Environment worker processes; environments are spread over them."""
     prefix_reuse: bool = True
     """Compute the KV cache of each episode's constant prompt prefix once and reuse it."""
-    max_batch_size: int | None = Field(default=None, ge=1)
-    """Most sequences per generate call (None = all live episodes at once)."""
+    max_batch_size: int | None = Field(default=16, ge=1)
+    """Most sequences per generate call (None = all live episodes at once). Prompts are chunked in
+    order of length, so each chunk pads little; on CPU, 16 keeps the batched decode speed-up
+    (×3.4) while one call over 140 eval games pads every row to the longest and needs ~12 GB for
+    attention."""
     end_on_malformed: bool = True
     """End an episode whose output has no readable action (METHOD.md §4, penalty ``malformed``)."""
     success_reward: float = 10.0

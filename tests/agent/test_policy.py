@@ -90,3 +90,18 @@ def test_a_sampled_reply_depends_on_its_seed_not_on_its_batch(policy, repo_root)
     assert together[2].token_ids == reordered[0].token_ids
     other = policy.generate(prompts[1:2], max_new_tokens=12, temperature=1.0, seeds=[23])
     assert other[0].token_ids != alone[0].token_ids
+
+
+def test_length_buckets_return_replies_in_the_callers_order(policy, repo_root):
+    # longest suffix first, so the bucketed call must reorder (and restore the order of) the prompts
+    prompts = _prompts(policy.tokenizer, repo_root)[::-1]
+    whole = policy.generate(prompts, max_new_tokens=12, temperature=1.0, seeds=[5, 6, 7])
+    policy.max_batch_size = 2
+    try:
+        calls = policy.stats.calls
+        bucketed = policy.generate(prompts, max_new_tokens=12, temperature=1.0, seeds=[5, 6, 7])
+        assert policy.stats.calls == calls + 2
+    finally:
+        policy.max_batch_size = None
+    assert [g.token_ids for g in bucketed] == [g.token_ids for g in whole]
+    assert [g.prompt_tokens for g in bucketed] == [g.prompt_tokens for g in whole]

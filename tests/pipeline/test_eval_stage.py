@@ -87,6 +87,10 @@ def test_eval_command_agrees_with_the_stage(evaluated, monkeypatch):
     root, _, _, metrics = evaluated
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params({"eval": {"splits": [SPLIT], "limit": 2}})))
     monkeypatch.chdir(root)
-    out = CliRunner().invoke(app, ["eval", "--split", SPLIT, "--limit", "2", "--json"])
+    out = CliRunner().invoke(app, ["eval", "--split", SPLIT, "--limit", "2", "--json", "--out", "evalout"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout[out.stdout.index("{") :]) == {SPLIT: metrics[SPLIT]}
+    # --out keeps the episodes and the metrics
+    assert json.loads((root / "evalout" / "metrics.json").read_text()) == {SPLIT: metrics[SPLIT]}
+    episodes = pl.read_parquet(root / "evalout" / "episodes.parquet")
+    assert episodes.height == 2 and set(episodes["split"]) == {SPLIT}

@@ -59,6 +59,22 @@ class RowSeededSampler:
         return scores + (-torch.log(-torch.log(u.clamp_min(1e-20)))).to(scores.device)
 
 
+class TailStop:
+    """Stopping criterion: a row is done once its reply contains ``stop``. Each step it decodes only
+    the reply's last ``len(stop)`` tokens (every token is at least one character, and the string is
+    checked every step, so a fresh match ends inside that window). transformers'
+    ``StopStringCriteria`` scans the vocabulary on every call (~0.4 s) and adds ~75 ms per decode
+    step at batch 16 on this CPU; this costs well under 1 ms."""
+
+    def __init__(self, tokenizer, stop: str, prompt_len: int):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        start = max(self.prompt_len, input_ids.shape[1] - len(self.stop))
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+        return torch.tensor([self.stop in t for t in tails], dtype=torch.bool, device=input_ids.device)
+
+
 @dataclass
 class GenerationStats:
     calls: int = 0
@@ -185,29 +201,42 @@ class Policy:
             seeds = [base + i for i in range(len(prompts))]
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-        out: list[Generation] = []
+        parts = [encode_prompt(self.tokenizer, text, n) for text, n in prompts]
+
+        # Length buckets: prompts are chunked in order of their (suffix) length, so a chunk's left
+        # padding is small; replies go back in the callers' order. A reply depends on its prompt
+        # and seed only (RowSeededSampler), so the chunking does not change what is sampled.
+        def prefill_len(i: int) -> tuple[int, int]:
+            p, s = parts[i]
+            return (len(s), len(p)) if self.prefix_reuse else (len(p) + len(s), 0)
+
+        order = sorted(range(len(prompts)), key=prefill_len)
+        out: list[Generation | None] = [None] * len(prompts)
         size = self.max_batch_size or max(len(prompts), 1)
         for start in range(0, len(prompts), size):
-            out.extend(
-                self._generate_batch(
-                    prompts[start : start + size],
-                    max_new_tokens,
-                    temperature,
-                    top_p,
-                    stop,
-                    list(seeds[start : start + size]),
-                )
+            chunk = order[start : start + size]
+            replies = self._generate_batch(
+                [prompts[i] for i in chunk],
+                [parts[i] for i in chunk],
+                max_new_tokens,
+                temperature,
+                top_p,
+                stop,
+                [seeds[i] for i in chunk],
             )
-        return out
+            for i, reply in zip(chunk, replies, strict=True):
+                out[i] = reply
+        return out  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts, max_new_tokens, temperature, top_p, stop, seeds) -> list[Generation]:
+    def _generate_batch(
+        self, prompts, parts, max_new_tokens, temperature, top_p, stop, seeds
+    ) -> list[Generation]:
         import time
 
         if not prompts:
             return []
         t0 = time.perf_counter()
         tok = self.tokenizer
-        parts = [encode_prompt(tok, text, n) for text, n in prompts]
         use_cache = self.prefix_reuse and all(p for p, _ in parts)
         kwargs: dict = {}
         if use_cache:
@@ -239,7 +268,11 @@ class Policy:
                 [RowSeededSampler(seeds, temperature, top_p)]
             )
         if stop:
-            gen_kwargs.update(stop_strings=[stop], tokenizer=tok)
+            from transformers import StoppingCriteriaList
+
+            gen_kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [TailStop(tok, stop, prompt_len=input_ids.shape[1])]
+            )
         with torch.inference_mode():
             sequences = self.model.generate(
                 input_ids=input_ids.to(self.device),

@@ -99,8 +99,10 @@ def evaluate_checkpoint(
     bank_path: Path | None,
     no_skills: bool,
     limit: int | None,
+    out: Path | None = None,
 ) -> dict[str, Any]:
-    """``skillmaster eval``: evaluate any checkpoint (None: base) with any bank, outside the pipeline."""
+    """``skillmaster eval``: evaluate any checkpoint (None: base) with any bank, outside the pipeline.
+    With ``out``, the episodes (``episodes.parquet``) and metrics (``metrics.json``) land there."""
     from skillmaster.agent.policy import Policy
     from skillmaster.paths import Paths
     from skillmaster.skills.bank import load_bank
@@ -120,5 +122,10 @@ def evaluate_checkpoint(
     )
     bank = None if no_skills else load_bank(bank_path) if bank_path else None
     conditions = ["eval_skills"] if bank is not None else ["eval_no_skills"]
-    _, metrics = evaluate(ctx, policy, bank, [split], conditions, limit)
+    episodes, metrics = evaluate(ctx, policy, bank, [split], conditions, limit)
+    if out is not None:
+        from skillmaster.io import write_json
+
+        TRAJECTORIES.write(episodes, out / "episodes.parquet")
+        write_json(out / "metrics.json", metrics)
     return metrics
