@@ -105,3 +105,22 @@ def test_length_buckets_return_replies_in_the_callers_order(policy, repo_root):
         policy.max_batch_size = None
     assert [g.token_ids for g in bucketed] == [g.token_ids for g in whole]
     assert [g.prompt_tokens for g in bucketed] == [g.prompt_tokens for g in whole]
+
+
+def test_tail_stop_looks_at_the_reply_only(policy):
+    import torch
+
+    from skillmaster.agent.policy import TailStop
+
+    tok = policy.tokenizer
+    prompt = tok("History: <action>look</action> Now:", add_special_tokens=False).input_ids
+    replies = ["<think>go</think><action>look</action>", "<think>still thinking about it</think>"]
+    rows = [prompt + tok(r, add_special_tokens=False).input_ids for r in replies]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    stop = TailStop(tok, "</action>", prompt_len=len(prompt))
+    n1 = len(rows[0])
+    assert stop(ids[:, :n1], None).tolist()[0] is True
+    assert stop(ids[:, : n1 - 1], None).tolist()[0] is False  # not yet complete
+    # the prompt's own "</action>" never stops a reply
+    assert stop(ids[:, : len(prompt) + 1], None).tolist() == [False, False]

@@ -63,8 +63,9 @@ class TailStop:
     """Stopping criterion: a row is done once its reply contains ``stop``. Each step it decodes only
     the reply's last ``len(stop)`` tokens (every token is at least one character, and the string is
     checked every step, so a fresh match ends inside that window). transformers'
-    ``StopStringCriteria`` scans the vocabulary on every call (~0.4 s) and adds ~75 ms per decode
-    step at batch 16 on this CPU; this costs well under 1 ms."""
+    ``StopStringCriteria`` does the same job but scans the whole vocabulary when it is built
+    (~0.4 s here), which ``generate(stop_strings=...)`` redoes on every call, i.e. every bucket of
+    every step (`skillmaster bench rollout` reports both)."""
 
     def __init__(self, tokenizer, stop: str, prompt_len: int):
         self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len

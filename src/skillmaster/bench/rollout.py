@@ -250,6 +250,39 @@ def measure_generation(
 
 
 # --------------------------------------------------------------------------- (c) prefill
+def measure_stop_check(tokenizer, batch: int = 16, prompt_len: int = 600, steps: int = 48) -> dict[str, Any]:
+    """The stop-string check alone, per decode step, on random ids (no model): the policy's
+    :class:`TailStop` vs transformers' ``StopStringCriteria`` (what ``generate(stop_strings=...)``
+    builds on every call)."""
+    import torch
+    from transformers import StopStringCriteria
+
+    from skillmaster.agent.policy import TailStop
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 40000, (batch, prompt_len + steps), generator=gen)
+    scores = torch.zeros(batch, 1)
+    t = time.perf_counter()
+    hf = StopStringCriteria(tokenizer, [STOP])
+    build_s = time.perf_counter() - t
+    tail = TailStop(tokenizer, STOP, prompt_len=prompt_len)
+    out = {}
+    for name, crit in (("stop_strings", hf), ("tail_stop", tail)):
+        t = time.perf_counter()
+        for n in range(1, steps + 1):
+            crit(ids[:, : prompt_len + n], scores)
+        out[name] = (time.perf_counter() - t) / steps * 1000
+    return {
+        "batch": batch,
+        "steps": steps,
+        "tail_stop_ms_per_step": round(out["tail_stop"], 3),
+        "stop_strings_ms_per_step": round(out["stop_strings"], 3),
+        "stop_strings_build_s": round(build_s, 3),
+        "ratio": _ratio(out["tail_stop"], out["stop_strings"]),
+        "baseline": "transformers StopStringCriteria (generate(stop_strings=...)), built once per call",
+    }
+
+
 def padded_prefill_tokens(tokenizer, steps) -> int:
     """Prompt tokens the model ran in the collection *including left padding*: per lock-step, the
     live rows' suffixes padded to the longest one, and at the first step the distinct prefixes
@@ -415,6 +448,7 @@ def bench_rollout(
             "baseline": "the same prompts prefilled in full (no prefix reuse); with reuse: each step's suffix "
             "plus each distinct prefix (system, task, skill block) once",
         },
+        "stop_check": measure_stop_check(policy.tokenizer),
         "generation_stats": stats.as_dict(),
         "targets": {
             "steps_per_s_ratio": f">= {TARGETS['steps_per_s_ratio']}",
@@ -464,6 +498,10 @@ def format_rollout_report(report: dict[str, Any]) -> str:
             f"(target {t['prefill_reduction']}) {mark[ok['prefill_reduction']]}; skill block "
             f"{p['skill_block_tokens']} tokens; with the batch's left padding the model ran "
             f"{p['padded_tokens_per_step']:.0f} tokens/step ({p['padding_share']:.0%} padding)",
+            f"  stop check  {report['stop_check']['tail_stop_ms_per_step']:.2f} ms/decode step vs "
+            f"{report['stop_check']['stop_strings_ms_per_step']:.2f} ms for StopStringCriteria (+ "
+            f"{report['stop_check']['stop_strings_build_s']:.2f}s to build it per call), batch "
+            f"{report['stop_check']['batch']}",
             f"  baselines:  (a) {a['baseline']}",
             f"              (b) {g['baseline']}",
             f"              (c) {p['baseline']}",
