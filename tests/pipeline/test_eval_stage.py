@@ -94,3 +94,21 @@ def test_eval_command_agrees_with_the_stage(evaluated, monkeypatch):
     assert json.loads((root / "evalout" / "metrics.json").read_text()) == {SPLIT: metrics[SPLIT]}
     episodes = pl.read_parquet(root / "evalout" / "episodes.parquet")
     assert episodes.height == 2 and set(episodes["split"]) == {SPLIT}
+
+
+def test_a_stage_step_limit_above_env_max_steps_is_honoured(tmp_path):
+    """eval.max_steps / counterfactual.max_steps above env.max_steps: the environment must not
+    truncate the episode at env.max_steps (it once did)."""
+    from skillmaster.paths import Paths
+    from skillmaster.stages import StageContext
+    from skillmaster.stages.common import suite_of
+
+    ctx = StageContext(
+        cfg=tiny_config({"env": {"max_steps": 1}}), iteration=0, paths=Paths(tmp_path), root=tmp_path
+    )
+    assert suite_of(ctx).max_steps == 1
+    suite = suite_of(ctx, 3)
+    task = suite.tasks(SPLIT)[0]
+    env = suite.make_env()
+    env.reset(options={"task_id": task.task_id, "split": task.split})
+    assert [env.step("look")[3] for _ in range(3)] == [False, False, True]

@@ -82,12 +82,15 @@ def load_bank_at(ctx: StageContext, iteration: int):
     return load_bank(ctx.paths.bank(iteration))
 
 
-def suite_of(ctx: StageContext):
-    key = "suite"
+def suite_of(ctx: StageContext, max_steps: int | None = None):
+    """The environment suite; ``max_steps`` (a stage's own step limit, e.g. ``eval.max_steps``)
+    replaces ``env.max_steps``, so the environment does not cut a longer episode short."""
+    limit = max_steps or ctx.cfg.env.max_steps
+    key = f"suite:{limit}"
     if key not in ctx.shared:
         from skillmaster.envs.registry import make_suite
 
-        ctx.shared[key] = make_suite(ctx.cfg.env)
+        ctx.shared[key] = make_suite(ctx.cfg.env.model_copy(update={"max_steps": limit}))
     return ctx.shared[key]
 
 
@@ -124,11 +127,11 @@ def retriever_of(ctx: StageContext):
     return ctx.shared["retriever"]
 
 
-def make_pool(ctx: StageContext, num_envs: int):
+def make_pool(ctx: StageContext, num_envs: int, max_steps: int | None = None):
     from skillmaster.envs.pool import EnvPool
 
     workers = max(1, min(ctx.cfg.rollout.num_workers, num_envs))
-    return EnvPool(suite_of(ctx), num_envs=num_envs, num_workers=workers)
+    return EnvPool(suite_of(ctx, max_steps), num_envs=num_envs, num_workers=workers)
 
 
 # --------------------------------------------------------------------------- metrics

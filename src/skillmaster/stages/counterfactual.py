@@ -72,7 +72,7 @@ def run_probes(ctx: StageContext, plan, bank) -> pl.DataFrame:
         seed=derive_seed(cfg.seed, cfg.counterfactual.probe_seed_offset, it),
     )
     policy = load_policy(ctx, it - 1)
-    with make_pool(ctx, len(episodes)) as pool:
+    with make_pool(ctx, len(episodes), settings.max_steps) as pool:
         _, trajs = collect_episodes(
             policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}"
         )

@@ -68,7 +68,7 @@ def evaluate(
             max_steps=cfg.eval.max_steps,
             seed=derive_seed(cfg.seed, "eval", split),
         )
-        with make_pool(ctx, len(episodes)) as pool:
+        with make_pool(ctx, len(episodes), settings.max_steps) as pool:
             _, trajs = collect_episodes(
                 policy, pool, episodes, settings, retriever_of(ctx), desc=f"eval {split} it{ctx.iteration}"
             )
