@@ -17,22 +17,19 @@ import polars as pl
 from skillmaster.agent.expert import expert_reply, expert_review
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.stages import StageContext, register
-from skillmaster.stages.common import load_bank_at, retriever_of, stratified_tasks
+from skillmaster.stages.common import load_bank_at, make_pool, retriever_of, stratified_tasks, suite_of
 from skillmaster.tables import SFT_SAMPLES
 
 
 def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     """Play the expert walkthroughs of ``num_games`` games of ``split``; returns (steps, trajectories)."""
-    from skillmaster.envs.pool import EnvPool
-    from skillmaster.envs.registry import make_suite
     from skillmaster.modeling import load_tokenizer
 
     cfg = ctx.cfg
-    probe = make_suite(cfg.env)
+    probe = suite_of(ctx)
     tasks = stratified_tasks(probe.tasks(split), num_games, cfg.seed)
     walkthroughs = {t.task_id: probe.walkthrough(t.task_id, t.split) for t in tasks}
     longest = max((len(w) for w in walkthroughs.values()), default=1)
-    suite = make_suite(cfg.env.model_copy(update={"max_steps": longest + 1}))
     bank = load_bank_at(ctx, 0) if cfg.skills.enabled else None
     episodes = [EpisodeSpec(f"sft-{i:04d}", t, i, 0, bank=bank, condition="sft") for i, t in enumerate(tasks)]
 
@@ -42,8 +39,7 @@ def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
 
     settings = RolloutSettings.from_config(cfg, max_steps=longest + 1)
     holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
-    workers = max(1, min(cfg.rollout.num_workers, len(episodes)))
-    with EnvPool(suite, num_envs=len(episodes), num_workers=workers) as pool:
+    with make_pool(ctx, len(episodes), longest + 1) as pool:
         return collect_episodes(
             holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc="replay walkthroughs"
         )
