@@ -167,6 +167,13 @@ def eval_cmd(
 
     cfg = load(params, overlay, set_)
     root = project_root()
+    if out is not None:  # checked before the (long) evaluation, and never over an earlier result
+        from skillmaster.errors import DataError
+
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out {out}: exists and is not a folder")
+        if any((out / name).exists() for name in ("episodes.parquet", "metrics.json")):
+            raise DataError(f"--out {out}: already holds an evaluation; pick another folder or remove it")
     if bank is None and not no_skills:
         banks = sorted((root / "data" / "banks").glob("iter_[0-9][0-9][0-9].json"))
         seed = cfg.skills.seed_bank

@@ -94,9 +94,13 @@ def test_eval_command_agrees_with_the_stage(evaluated, monkeypatch):
     assert json.loads((root / "evalout" / "metrics.json").read_text()) == {SPLIT: metrics[SPLIT]}
     episodes = pl.read_parquet(root / "evalout" / "episodes.parquet")
     assert episodes.height == 2 and set(episodes["split"]) == {SPLIT}
+    # a second run into the same folder is refused before it plays anything; the first result stays
+    again = CliRunner().invoke(app, ["eval", "--split", SPLIT, "--limit", "2", "--out", "evalout"])
+    assert again.exit_code != 0 and "already holds an evaluation" in str(again.exception)
+    assert json.loads((root / "evalout" / "metrics.json").read_text()) == {SPLIT: metrics[SPLIT]}
 
 
-def test_a_stage_step_limit_above_env_max_steps_is_honoured(tmp_path):
+def test_a_stage_step_limit_above_env_max_steps_is_honoured(alfworld_data, tmp_path):
     """eval.max_steps / counterfactual.max_steps above env.max_steps: the environment must not
     truncate the episode at env.max_steps (it once did)."""
     from skillmaster.paths import Paths
