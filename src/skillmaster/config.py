@@ -219,8 +219,10 @@ class TrainConfig(Section):
     """Train on at most this many step samples per iteration (seeded subsample; None = all)."""
     grad_clip: float = Field(default=1.0, gt=0.0)
     gradient_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Accelerate mixed precision (GPUs)."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Accelerate mixed precision: ``auto`` = bf16 autocast on a GPU that supports it and on a CPU whose
+    measured generation dtype is bf16 (``skillmaster model prepare``; fp32 master weights either
+    way), else ``no``."""
     checkpoint_every: int = Field(default=1, ge=1)
     """Save a resumable checkpoint every N optimizer steps inside a stage."""
     accelerate_config: str | None = None
@@ -245,6 +247,10 @@ class SftConfig(Section):
     """Samples per optimizer step."""
     review_examples: bool = True
     """Add review-turn examples so the cold-started policy knows the tool-call format."""
+    search_detours: int = Field(default=0, ge=0)
+    """Before each place the walkthrough visits to find an object (or the lamp), check up to this
+    many other places first (0..n at random per search, closed ones opened): the traces then show
+    searching, which the straight-to-the-object walkthrough never does. 0 = the walkthrough as is."""
 
 
 # --------------------------------------------------------------------------- eval

@@ -214,6 +214,20 @@ def resolve_dtype(cfg: ModelConfig, device: str, model_dir: Path | None = None):
     return getattr(torch, measured or "float32")
 
 
+def resolve_mixed_precision(setting: str, cfg: ModelConfig, model_dir: Path | None = None) -> str:
+    """Accelerate's ``mixed_precision`` for ``train.mixed_precision``: ``auto`` is ``bf16`` on a GPU
+    with bf16 and on a CPU whose measured dtype (manifest of ``model_dir``) is bf16, else ``no``."""
+    import torch
+
+    if setting != "auto":
+        return setting
+    device = resolve_device(cfg)
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    measured = read_manifest(model_dir).get("cpu_dtype") if model_dir else None
+    return "bf16" if device == "cpu" and measured == "bfloat16" else "no"
+
+
 def ensure_model_dir(path: Path) -> Path:
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no prepared model here; run `skillmaster model prepare` first")

@@ -82,3 +82,15 @@ def test_source_errors(tmp_path, monkeypatch):
 def test_missing_model_dir_is_a_clear_error(tmp_path, model_cfg):
     with pytest.raises(ModelError, match="run `skillmaster model prepare` first"):
         load_model(tmp_path, model_cfg)
+
+
+def test_auto_mixed_precision_follows_the_measured_cpu_dtype(tmp_path):
+    from skillmaster.modeling import resolve_mixed_precision
+
+    cpu = ModelConfig(device="cpu")
+    for measured, expected in [("bfloat16", "bf16"), ("float32", "no")]:
+        (tmp_path / MANIFEST).write_text(json.dumps({"cpu_dtype": measured}))
+        assert resolve_mixed_precision("auto", cpu, tmp_path) == expected
+    assert resolve_mixed_precision("auto", cpu, None) == "no"  # nothing measured: fp32
+    assert resolve_mixed_precision("no", cpu, tmp_path) == "no"  # an explicit setting wins
+    assert resolve_mixed_precision("fp16", cpu, tmp_path) == "fp16"

@@ -105,3 +105,10 @@ def test_paper_alfworld_has_the_papers_settings():
     assert (cfg.sft.epochs, cfg.sft.lr, cfg.sft.warmup_ratio) == (2, 1e-5, 0.1)
     assert cfg.eval.splits == ["valid_seen", "valid_unseen"] and cfg.eval.temperature == 0.4
     assert cfg.train.mini_batch_size % cfg.rollout.group_size == 0
+
+
+def test_cpu_result_overlay_changes_only_the_cold_start():
+    default = load_config(PARAMS)
+    result = load_config(PARAMS, overlays=[REPO / "configs" / "cpu-result.yaml"])
+    assert changed(default, result) == {"sft.num_games": 48, "sft.epochs": 1}
+    assert render_dvc_yaml(result, REPO) == render_dvc_yaml(default, REPO)  # `dvc exp run -S` works

@@ -33,7 +33,10 @@ pytestmark = [pytest.mark.model, pytest.mark.alfworld]
 def replayed(tmp_path_factory, base_model_dir, alfworld_data):
     """(cfg, paths, stage metrics, samples frame, tokenizer) after ``sft-data`` on one game."""
     root = tmp_path_factory.mktemp("sft")
-    cfg = tiny_config({"sft": {"enabled": True, "num_games": 1, "review_examples": True}})
+    # no search detours: the rows must then be the walkthrough itself (detours: tests/agent/test_expert.py)
+    cfg = tiny_config(
+        {"sft": {"enabled": True, "num_games": 1, "review_examples": True, "search_detours": 0}}
+    )
     paths = seed_workdir(root, base_model_dir, cfg)
     metrics = run_stage("sft-data", cfg, 0, root=root)
     return cfg, paths, metrics, SFT_SAMPLES.read(paths.sft_data), load_tokenizer(paths.base_model)

@@ -151,7 +151,7 @@ def test_scripted_replies_hit_each_reward_rule(base_model_dir, suite, tasks, poo
         pool,
         specs,
         settings(max_steps),
-        expert=lambda spec, step: replies[spec.traj_id][step],
+        expert=lambda spec, step, obs, admissible: replies[spec.traj_id][step],
         progress=False,
     )
     check_dataset(steps, trajs, specs, max_steps)

@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,7 @@ def _setup(quick: bool, model_dir: Path):
 
     n, p, r, _ = SIZES["quick" if quick else "full"]
     cfg = Config(model=ModelConfig(dtype="float32"))
-    settings = TrainSettings.for_grpo(cfg)
+    settings = replace(TrainSettings.for_grpo(cfg), mixed_precision="no")  # fp32, as the bare baseline
     samples = bench_samples(load_tokenizer(model_dir), n, p, r)
     torch.manual_seed(0)
     acc = make_accelerator(settings, cfg.model)

@@ -104,15 +104,16 @@ def collect_episodes(
     settings: RolloutSettings,
     retriever: Retriever | None = None,
     *,
-    expert: Callable[[EpisodeSpec, int], str] | None = None,
+    expert: Callable[[EpisodeSpec, int, str, list[str]], str] | None = None,
     progress: bool = True,
     desc: str = "collect",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Play ``episodes`` in lock-step; ``pool`` must hold at least ``len(episodes)`` environments.
 
     ``retriever`` selects each episode's skills from its bank once the task text is known (after
-    reset). ``expert(spec, step)``, when given, writes the replies instead of the policy (walkthrough
-    replay for SFT: same prompts, same loop; ``policy`` then only needs a tokenizer). Returns
+    reset). ``expert(spec, step, observation, admissible_actions)``, when given, writes the replies
+    instead of the policy (walkthrough replay for SFT: same prompts, same loop; ``policy`` then only
+    needs a tokenizer). Returns
     ``(steps, trajectories)`` frames with the STEPS and TRAJECTORIES schemas.
     """
     if not episodes:
@@ -145,7 +146,12 @@ def collect_episodes(
         prompts = [render_step_prompt(policy.tokenizer, live[i], step, settings) for i in active]
         if expert is not None:
             gens = [
-                _expert_generation(policy.tokenizer, expert(live[i].spec, step), text, n)
+                _expert_generation(
+                    policy.tokenizer,
+                    expert(live[i].spec, step, live[i].obs, live[i].info.get("admissible_actions", [])),
+                    text,
+                    n,
+                )
                 for i, (text, n) in zip(active, prompts, strict=True)
             ]
         else:

@@ -3,7 +3,9 @@
 ``sft-data`` replays the ``walkthrough`` of ``sft.num_games`` training games (stratified over
 families) through the real engine with the rollout collector itself, so every sample is rendered
 by the very function rollouts use (same skills shown, same history window); the reply is the
-expert action with a generated ``<think>``. Optional review-turn examples teach the tool-call
+expert action with a generated ``<think>``. With ``sft.search_detours`` > 0 the expert first checks
+up to that many other places before each place the walkthrough visits to find something
+(:class:`~skillmaster.agent.expert.SearchingExpert`), so the traces show searching. Optional review-turn examples teach the tool-call
 format. ``sft`` trains on them with the RL trainer's code path (loss on response tokens only);
 the checkpoint becomes iteration 1's starting policy.
 """
@@ -14,8 +16,9 @@ from types import SimpleNamespace
 
 import polars as pl
 
-from skillmaster.agent.expert import expert_reply, expert_review
+from skillmaster.agent.expert import SearchingExpert, expert_review
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
+from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import load_bank_at, make_pool, retriever_of, stratified_tasks, suite_of
 from skillmaster.tables import SFT_SAMPLES
@@ -33,13 +36,22 @@ def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     bank = load_bank_at(ctx, 0) if cfg.skills.enabled else None
     episodes = [EpisodeSpec(f"sft-{i:04d}", t, i, 0, bank=bank, condition="sft") for i, t in enumerate(tasks)]
 
-    def expert(spec: EpisodeSpec, step: int) -> str:
-        plan = walkthroughs[spec.task.task_id]
-        return expert_reply(plan[step], plan[step + 1 :]) if step < len(plan) else expert_reply("look")
+    detours = cfg.sft.search_detours
+    experts = {
+        e.traj_id: SearchingExpert(
+            walkthroughs[e.task.task_id], detours, derive_seed(cfg.seed, "sft", e.traj_id)
+        )
+        for e in episodes
+    }
 
-    settings = RolloutSettings.from_config(cfg, max_steps=longest + 1)
+    def expert(spec: EpisodeSpec, step: int, observation: str, admissible: list[str]) -> str:
+        return experts[spec.traj_id].reply(observation, admissible)
+
+    # each search visit may add `detours` go-to's and as many opens
+    limit = longest + 1 + 2 * detours * max((len(w) for w in walkthroughs.values()), default=0)
+    settings = RolloutSettings.from_config(cfg, max_steps=limit)
     holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
-    with make_pool(ctx, len(episodes), longest + 1) as pool:
+    with make_pool(ctx, len(episodes), limit) as pool:
         return collect_episodes(
             holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc="replay walkthroughs"
         )

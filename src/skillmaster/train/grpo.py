@@ -285,13 +285,15 @@ def _fingerprint(samples: Sequence[Sample], settings: TrainSettings) -> str:
     return digest.hexdigest()[:16]
 
 
-def make_accelerator(settings: TrainSettings, model_cfg: ModelConfig):
-    """The process's Accelerator: CPU when ``model.device`` resolves to it (gloo under ``accelerate launch``)."""
+def make_accelerator(settings: TrainSettings, model_cfg: ModelConfig, model_dir: Path | None = None):
+    """The process's Accelerator: CPU when ``model.device`` resolves to it (gloo under ``accelerate launch``);
+    ``mixed_precision: auto`` resolves against the device and ``model_dir``'s measured CPU dtype."""
     from accelerate import Accelerator
 
-    from skillmaster.modeling import resolve_device
+    from skillmaster.modeling import resolve_device, resolve_mixed_precision
 
-    return Accelerator(mixed_precision=settings.mixed_precision, cpu=resolve_device(model_cfg) == "cpu")
+    precision = resolve_mixed_precision(settings.mixed_precision, model_cfg, model_dir)
+    return Accelerator(mixed_precision=precision, cpu=resolve_device(model_cfg) == "cpu")
 
 
 def _gathered_state_dict(acc, model) -> dict | None:
@@ -417,7 +419,7 @@ def train_on_samples(
     if not samples:
         raise DataError("there is nothing to train on: no sample has a response")
     state_dir, out_dir = Path(state_dir), Path(out_dir)
-    acc = make_accelerator(settings, model_cfg)
+    acc = make_accelerator(settings, model_cfg, base_model_dir)
     set_seed(settings.seed)
     plan = plan_steps(
         [s.length for s in samples],
