@@ -136,7 +136,7 @@ def test_two_object_tasks_leave_the_second_object_to_its_own_search():
 def test_detours_on_real_games_still_win_with_admissible_actions(alfworld_data):
     suite = AlfworldSuite(data_dir=str(alfworld_data), max_steps=60)
     env = suite.make_env()
-    tasks = stratified_tasks(suite.tasks("train"), 12, seed=3)
+    tasks = stratified_tasks(suite.tasks("train"), 6, seed=3)
     assert len({t.family for t in tasks}) == 6
     detours = 0
     for k, task in enumerate(tasks):
