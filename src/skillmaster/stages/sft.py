@@ -47,8 +47,8 @@ def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     def expert(spec: EpisodeSpec, step: int, observation: str, admissible: list[str]) -> str:
         return experts[spec.traj_id].reply(observation, admissible)
 
-    # each search visit may add `detours` go-to's and as many opens
-    limit = longest + 1 + 2 * detours * max((len(w) for w in walkthroughs.values()), default=0)
+    # each search visit (at most one per walkthrough step) may add `detours` go-to's and as many opens
+    limit = longest * (1 + 2 * detours) + 1
     settings = RolloutSettings.from_config(cfg, max_steps=limit)
     holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
     with make_pool(ctx, len(episodes), limit) as pool:
