@@ -4,8 +4,8 @@ Run it with ``skillmaster loop`` (ephemeral Prefect, no server needed) or schedu
 Prefect UI (see flows/deploy.py and the README). Each stage is a task that calls the very stage
 function ``dvc repro`` calls; a stage DVC already has up to date is skipped, a finished one is
 recorded with ``dvc commit``, so afterwards ``dvc status`` is clean and ``dvc repro`` has nothing
-to do. Stages of one iteration share a process, so the policy is loaded once for collect, review
-and counterfactual.
+to do. Stages share the flow's process, so one generation engine serves them all: after a train stage
+it loads the new weights in place (vLLM) instead of starting again.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from prefect import flow, task
 
 from skillmaster.config import Config
 from skillmaster.flows_support import prepare_run, run_recorded
+from skillmaster.stages.common import close_policy
 
 _SHARED: dict = {}
 """Objects kept between stage tasks of this process (the loaded policy, the env suite)."""
@@ -36,12 +37,15 @@ def skillmaster_loop(params: str = "params.yaml", overrides: list[str] | None = 
     """
     cfg, root, plan = prepare_run(Path(params), overrides or [])
     results = {}
-    for spec in plan:
-        results[spec.name] = stage.with_options(
-            task_run_name=spec.name,
-            retries=cfg.orchestration.retries,
-            retry_delay_seconds=cfg.orchestration.retry_delay_s,
-        )(spec.name, cfg, root)
+    try:
+        for spec in plan:
+            results[spec.name] = stage.with_options(
+                task_run_name=spec.name,
+                retries=cfg.orchestration.retries,
+                retry_delay_seconds=cfg.orchestration.retry_delay_s,
+            )(spec.name, cfg, root)
+    finally:
+        close_policy(_SHARED)  # the generation engine (and its processes) ends with the flow
     return results
 
 

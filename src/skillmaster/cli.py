@@ -16,6 +16,13 @@ import typer
 
 from skillmaster.errors import SkillMasterError
 
+if sys.orig_argv[-1:] == ["--multiprocessing-fork"]:
+    # A process spawned by multiprocessing from a stage (vLLM's CPU worker) imports the console
+    # script, hence this module, as its __mp_main__: it ends when its parent does, even on SIGKILL.
+    from skillmaster.runtime import die_with_parent
+
+    die_with_parent()
+
 app = typer.Typer(
     name="skillmaster",
     help="SkillMaster: train LLM agents that create, refine and select their own skills.",
@@ -242,7 +249,19 @@ from skillmaster.compare import compare_cmd  # noqa: E402
 app.command("compare")(compare_cmd)
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM (e.g. from `dvc`, Prefect or `kill`) unwinds like Ctrl-C, so the stage's clean-up runs:
+    the generation engine's processes end, finished outputs stay."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    from skillmaster.runtime import children_die_with_this_process
+
+    signal.signal(signal.SIGTERM, _terminate)
+    children_die_with_this_process()
     try:
         app()
     except SkillMasterError as exc:

@@ -79,7 +79,35 @@ class PenaltyConfig(Section):
     ``rollout.end_on_malformed`` is on."""
 
 
+class VllmConfig(Section):
+    """Settings of the vLLM engine (``rollout.engine``). The defaults were chosen by measurement on
+    2 CPU cores (README, "Generation engines")."""
+
+    kv_cache_gib: float = Field(default=2.0, gt=0.0)
+    """CPU: KV-cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``): 2 GiB hold ~93k tokens of the 135M
+    model. A larger cache costs start-up time (measured: 1 GiB 19 s, 4 GiB 25 s, 8 GiB 33 s) and
+    gained no speed here."""
+    gpu_memory_utilization: float = Field(default=0.5, gt=0.0, le=1.0)
+    """GPU: the share of GPU memory vLLM may claim (weights + KV cache)."""
+    enforce_eager: bool | None = None
+    """Run without torch.compile (and CUDA graphs). None = on CPU, off on GPU: on this CPU compiling
+    cost 45-65 s per engine start (vLLM's compile cache did not load) for ~10% faster decoding, and
+    a pipeline starts an engine per stage."""
+    cpu_threads_bind: str | None = None
+    """``VLLM_CPU_OMP_THREADS_BIND`` (e.g. ``0-7``); None = every core this process may use. vLLM's own
+    ``auto`` keeps one core for its front end: on 2 cores that made decoding 1.3-1.5x slower."""
+    max_model_len: int = Field(default=8192, ge=256)
+    """Longest prompt + reply the engine accepts (SmolLM2: 8192)."""
+    max_num_seqs: int = Field(default=256, ge=1)
+    """Most sequences the engine runs at once; the rest queue."""
+
+
 class RolloutConfig(Section):
+    engine: Literal["auto", "vllm", "hf"] = "auto"
+    """Generation engine for every path that generates (collect, review, probes, evaluation,
+    benches): ``vllm``, ``hf`` (transformers), or ``auto`` = vLLM where it is installed, else
+    transformers with a one-line notice. An explicit ``vllm`` without vLLM installed is an error."""
+    vllm: VllmConfig = VllmConfig()
     num_tasks: int = Field(default=4, ge=1)
     """B: tasks per iteration (METHOD.md §4: 8)."""
     group_size: int = Field(default=2, ge=1)

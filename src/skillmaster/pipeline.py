@@ -204,7 +204,7 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
                 "review",
                 it,
                 deps=code("skillmaster.stages.review") + prev_policy + [prev_bank, str(p.collect_dir(it))],
-                params=[*ENV_PARAMS, *MODEL_PARAMS, "review", "rollout.top_p"],
+                params=[*ENV_PARAMS, *MODEL_PARAMS, "review", "rollout.top_p", "rollout.engine"],
                 outs=[str(p.reviews(it).parent)],
                 metrics=[str(p.metrics(it, "review"))],
             ),

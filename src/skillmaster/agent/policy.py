@@ -1,4 +1,7 @@
-"""The policy: the one place that runs generation (batched, left-padded, with prefix KV reuse).
+"""The transformers engine (``rollout.engine: hf``): batched, left-padded generation with prefix KV reuse.
+
+The vLLM engine (:mod:`skillmaster.agent.vllm_engine`) has the same surface; what the two share (the
+reply type, counters, stop handling) is in :mod:`skillmaster.agent.generation`.
 
 Prompts arrive as ``(text, prefix_chars)`` pairs (see :mod:`skillmaster.agent.tokens`). With
 ``prefix_reuse`` on, the KV cache of every distinct prefix (system text + task + skill block) is
@@ -19,23 +22,13 @@ from pathlib import Path
 
 import torch
 
+from skillmaster.agent.generation import Generation, GenerationStats, default_seeds, finish_reply
 from skillmaster.agent.tokens import encode_prompt
 from skillmaster.config import ModelConfig
 
+__all__ = ["Generation", "GenerationStats", "Policy", "RowSeededSampler", "TailStop"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    """Decoded reply, cut right after the stop string when it was produced."""
-    token_ids: list[int]
-    """Sampled ids up to and including the one that completed the stop string (or EOS)."""
-    prompt_tokens: int
-    prefilled_tokens: int
-    """Prompt tokens this call actually ran through the model (suffix only on a prefix-cache hit)."""
-    truncated: bool
-    """The token budget ran out before the stop string or EOS."""
 
 
 class RowSeededSampler:
@@ -77,20 +70,6 @@ class TailStop:
 
 
 @dataclass
-class GenerationStats:
-    calls: int = 0
-    sequences: int = 0
-    prompt_tokens: int = 0
-    prefilled_tokens: int = 0
-    prefix_tokens_computed: int = 0
-    generated_tokens: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
 class _Prefix:
     ids: list[int]
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (1, kv_heads, len, head_dim)
@@ -98,6 +77,9 @@ class _Prefix:
 
 @dataclass
 class Policy:
+    """The transformers engine. ``model`` is a causal LM (merged weights: LoRA hooks are slower)."""
+
+    engine = "hf"
     model: object
     tokenizer: object
     device: str = "cpu"
@@ -197,11 +179,7 @@ class Policy:
         Sampling is seeded per prompt: ``seeds`` gives each prompt its own seed (a reply then
         depends on its prompt and seed only); without it, prompt ``i`` gets ``seed + i``.
         """
-        if seeds is None:
-            base = 0 if seed is None else seed
-            seeds = [base + i for i in range(len(prompts))]
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        seeds = default_seeds(len(prompts), seed, seeds)
         parts = [encode_prompt(self.tokenizer, text, n) for text, n in prompts]
 
         # Length buckets: prompts are chunked in order of their (suffix) length, so a chunk's left
@@ -284,7 +262,7 @@ class Policy:
         new = sequences[:, input_ids.shape[1] :].tolist()
         results = []
         for (p, s), ids, n_pre in zip(parts, new, prefilled, strict=True):
-            results.append(self._finish(ids, len(p) + len(s), n_pre, stop, max_new_tokens))
+            results.append(finish_reply(tok, ids, len(p) + len(s), n_pre, stop, max_new_tokens))
         self.stats.calls += 1
         self.stats.sequences += len(prompts)
         self.stats.prompt_tokens += sum(len(p) + len(s) for p, s in parts)
@@ -293,33 +271,25 @@ class Policy:
         self.stats.seconds += time.perf_counter() - t0
         return results
 
-    def _finish(
-        self, ids: list[int], prompt_tokens: int, prefilled: int, stop: str | None, max_new_tokens: int
-    ) -> Generation:
-        """Cut the sampled ids after the stop string / EOS; decide whether the reply was truncated."""
-        tok = self.tokenizer
-        eos = tok.eos_token_id
-        kept: list[int] = []
-        finished = False
-        for t in ids:
-            kept.append(t)
-            if t == eos:
-                finished = True
-                break
-        text = tok.decode(kept, skip_special_tokens=True)
-        if stop and stop in text:
-            text = text[: text.index(stop) + len(stop)]
-            # keep ids only up to the token that completed the stop string
-            for i in range(1, len(kept) + 1):
-                if stop in tok.decode(kept[:i], skip_special_tokens=True):
-                    kept = kept[:i]
-                    break
-            finished = True
-        truncated = not finished and len(kept) >= max_new_tokens
-        return Generation(
-            text=text,
-            token_ids=kept,
-            prompt_tokens=prompt_tokens,
-            prefilled_tokens=prefilled,
-            truncated=truncated,
-        )
+    # ------------------------------------------------------------------ engine surface
+    def update(self, weights_dir: Path) -> None:
+        """Serve the weights in ``weights_dir`` (a prepared model folder) from now on."""
+        import time
+
+        from transformers import AutoModelForCausalLM
+
+        t0 = time.perf_counter()
+        new = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=self.model.dtype)
+        self.model.load_state_dict(new.state_dict())
+        self.clear_cache()  # the stored prefix KV belongs to the old weights
+        self.stats.weight_updates += 1
+        self.stats.weight_update_seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.clear_cache()
+
+    def __enter__(self) -> Policy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

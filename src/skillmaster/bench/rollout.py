@@ -1,39 +1,33 @@
-"""``skillmaster bench rollout``: the rollout path against naive baselines, measured in one run.
+"""``skillmaster bench rollout``: the two generation engines and a naive loop, measured in one run.
 
-Everything runs on the real prepared model (fp32 on CPU) and real ALFWorld games of the first
-split found (valid_seen first), with the seed skill bank shown (template retrieval), greedy
-decoding and a fixed step limit, so both sides of each comparison do the same work:
+Everything runs on the real prepared model (in the dtype the pipeline would use: ``model.dtype:
+auto``) and real ALFWorld games of the first split found (valid_seen first), with the seed skill
+bank shown (template retrieval), greedy decoding and a fixed step limit, so every side does the
+same work:
 
 (a) **Rollout steps/s.** :func:`~skillmaster.rollout.collector.collect_episodes` with an
     :class:`~skillmaster.envs.pool.EnvPool`, as the ``collect`` stage builds them (B tasks × G
-    episodes in lock-step, one batched generate per step, prefix KV reuse) against the **naive
-    loop**: one episode at a time, one un-batched ``model.generate`` per step over the full prompt
-    (no prefix reuse), one environment in this process. Same tasks, same prompts (the collector's
-    renderer), same token cap and stop string, same step limit; episodes never end on a malformed
-    reply (``end_on_malformed`` off) so both play ``B·G·max_steps`` environment steps unless a game
-    is won. Timed: the collection call and the loop (model load and worker start-up excluded); the
-    naive loop plays half its episodes before the collection and half after, so that both meet the
-    same background load.
-(b) **Generation time.** :meth:`~skillmaster.agent.policy.Policy.generate` against a **bare
-    ``model.generate``** (HF, left-padded batch of the same token ids, greedy, same
-    ``max_new_tokens`` and stop string, no prefix cache) on the step prompts of the last step of
-    (a). The policy is timed as rollouts use it (prefix reuse on, store emptied before the call,
-    so the prefixes are computed inside it), with the store already warm, and with prefix reuse
-    off (the wrapper's own overhead). Rounds alternate; medians are reported.
-(c) **Prefill.** Prompt tokens per step the model had to run with prefix reuse (suffixes plus each
-    distinct prefix once) against without (every prompt in full), from the policy's counters over
-    the collection of (a).
+    episodes in lock-step, one generate call per step), once on the **vLLM engine** and once on the
+    **transformers engine** (batched, prefix KV reuse), against the **naive loop**: one episode at
+    a time, one un-batched ``model.generate`` per step over the full prompt, one environment in
+    this process. Episodes never end on a malformed reply (``end_on_malformed`` off), so each side
+    plays ``B·G·max_steps`` environment steps unless a game is won. Timed: the collection calls and
+    the loop; engine start-up (reported) and worker start-up excluded. The naive loop plays half its
+    episodes first and half last, so that it meets the same background load as the engines.
+(b) **Generation time.** The project's vLLM path (:meth:`VllmPolicy.generate`: tokenising, one
+    request per prompt with its seed, the shared stop handling) against **bare ``vllm.LLM.generate``**
+    on the same token ids with the same sampling settings, on the prompts of every step of (a);
+    likewise the transformers engine against a bare ``model.generate``. Rounds alternate; medians.
+(c) **Prefix cache.** The share of prompt tokens vLLM served from its prefix cache during (a), and
+    the prompt tokens the transformers engine's prefix store saved.
 
-Wall-clock ratios are the figures; CPU seconds (this process and the pool's workers) are reported
-beside them. On a machine shared with other work use ``--threads 1``: with 2 torch threads on 2
-busy cores, generation ran ~5x slower than with 1 (threads waiting on each other), and that
-waiting counts as CPU time too.
+Wall-clock ratios are the figures; CPU seconds of this process and its children (the pool's and
+the engine's workers) are reported beside them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import statistics
 import time
@@ -43,10 +37,10 @@ from typing import Any
 
 from skillmaster.bench.env import bench_tasks
 
-TARGETS = {"steps_per_s_ratio": 3.0, "generation_ratio": 1.25, "prefill_reduction": 0.40}
+TARGETS = {"vllm_over_hf": 2.5, "vllm_over_naive": 3.0, "vllm_generation_ratio": 1.25}
 SIZES: dict[str, dict[str, int]] = {
-    "quick": {"tasks": 1, "group_size": 2, "max_steps": 2, "max_new_tokens": 4, "rounds": 1},
-    "full": {"tasks": 8, "group_size": 2, "max_steps": 3, "max_new_tokens": 32, "rounds": 1},
+    "quick": {"tasks": 1, "group_size": 2, "max_steps": 2, "max_new_tokens": 8, "rounds": 1},
+    "full": {"tasks": 8, "group_size": 2, "max_steps": 5, "max_new_tokens": 48, "rounds": 3},
 }
 SEED_BANK = "src/skillmaster/resources/seed_bank_alfworld_small.json"
 
@@ -202,54 +196,84 @@ def naive_loop(model, tokenizer, env, episodes, settings, bank, retriever) -> di
 
 
 # --------------------------------------------------------------------------- (b) generation
-def measure_generation(
-    policy, prompts: list[tuple[str, int]], max_new_tokens: int, rounds: int
-) -> dict[str, Any]:
-    """Median wall and CPU seconds of the bare generate and the policy's three ways, alternating rounds."""
+def _time_rounds(runs: dict, rounds: int) -> tuple[dict[str, float], dict[str, list]]:
+    """Median wall seconds of each run (alternating order per round) and the last outputs."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    outputs: dict[str, list] = {}
+    order = list(runs)
+    for k in range(rounds):
+        for name in order if k % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            outputs[name] = runs[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, outputs
+
+
+def measure_vllm_generation(policy, prompts: list[tuple[str, int]], max_new_tokens: int, rounds: int) -> dict:
+    """The project's vLLM path against bare ``LLM.generate`` on the same ids and sampling settings."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
     from skillmaster.agent.tokens import encode_prompt
 
-    tok, model = policy.tokenizer, policy.model
-    times: dict[str, list[tuple[float, float]]] = {
-        "bare": [],
-        "policy": [],
-        "policy_warm": [],
-        "policy_no_reuse": [],
-    }
-    texts: dict[str, list[str]] = {}
+    tok = policy.tokenizer
+    ids = [p + s for p, s in (encode_prompt(tok, text, n) for text, n in prompts)]
+    params = SamplingParams(
+        temperature=0.0, max_tokens=max_new_tokens, stop=[STOP], include_stop_str_in_output=True
+    )
 
     def bare() -> list[str]:
-        ids = [p + s for p, s in (encode_prompt(tok, text, n) for text, n in prompts)]
-        return [text for text, _ in _bare_generate(model, tok, ids, max_new_tokens)]
+        outs = policy.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=False)
+        return [o.outputs[0].text for o in outs]
 
-    def pol(reuse: bool, clear: bool) -> list[str]:
-        policy.prefix_reuse = reuse
-        if clear:
-            policy.clear_cache()
+    def project() -> list[str]:
         gens = policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop=STOP)
         return [g.text for g in gens]
 
-    runs = {
-        "bare": bare,
-        "policy": lambda: pol(True, True),
-        "policy_warm": lambda: pol(True, False),
-        "policy_no_reuse": lambda: pol(False, False),
-    }
-    order = list(runs)
-    for k in range(rounds):
-        for name in order if k % 2 == 0 else order[1:] + order[:1]:  # "policy" always before "policy_warm"
-            start = clock()
-            texts[name] = runs[name]()
-            times[name].append(since(start))
-    policy.prefix_reuse = True
+    policy.clear_cache()
+    bare()  # both sides then find the prompts' prefixes cached, as in a rollout
+    sec, out = _time_rounds({"bare": bare, "project": project}, rounds)
     return {
-        "seconds": {k: statistics.median(w for w, _ in v) for k, v in times.items()},
-        "cpu_seconds": {k: statistics.median(c for _, c in v) for k, v in times.items()},
-        "rounds": {k: [round(w, 3) for w, _ in v] for k, v in times.items()},
-        "identical_outputs": all(texts[k] == texts["bare"] for k in texts),
+        "project_s": round(sec["project"], 3),
+        "bare_s": round(sec["bare"], 3),
+        "ratio": _ratio(sec["project"], sec["bare"]),
+        "identical_outputs": out["project"] == out["bare"],
+        "prompts": len(prompts),
+        "baseline": "bare vllm.LLM.generate: the same token ids, greedy, same max_tokens and stop string",
     }
 
 
-# --------------------------------------------------------------------------- (c) prefill
+def measure_hf_generation(policy, prompts: list[tuple[str, int]], max_new_tokens: int, rounds: int) -> dict:
+    """The transformers engine (prefix store emptied first) against a bare ``model.generate``."""
+    from skillmaster.agent.tokens import encode_prompt
+
+    tok, model = policy.tokenizer, policy.model
+    ids = [p + s for p, s in (encode_prompt(tok, text, n) for text, n in prompts)]
+    size = policy.max_batch_size or len(ids)
+
+    def bare() -> list[str]:
+        out = []
+        for start in range(0, len(ids), size):
+            out += [t for t, _ in _bare_generate(model, tok, ids[start : start + size], max_new_tokens)]
+        return out
+
+    def project() -> list[str]:
+        policy.clear_cache()
+        gens = policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop=STOP)
+        return [g.text for g in gens]
+
+    sec, out = _time_rounds({"bare": bare, "project": project}, rounds)
+    return {
+        "project_s": round(sec["project"], 3),
+        "bare_s": round(sec["bare"], 3),
+        "ratio": _ratio(sec["project"], sec["bare"]),
+        "identical_outputs": out["project"] == out["bare"],
+        "prompts": len(prompts),
+        "baseline": "bare transformers model.generate: left-padded batches of the same token ids, greedy, "
+        "same max_new_tokens and stop string, no prefix cache",
+    }
+
+
 def measure_stop_check(tokenizer, batch: int = 16, prompt_len: int = 600, steps: int = 48) -> dict[str, Any]:
     """The stop-string check alone, per decode step, on random ids (no model): the policy's
     :class:`TailStop` vs transformers' ``StopStringCriteria`` (what ``generate(stop_strings=...)``
@@ -283,24 +307,6 @@ def measure_stop_check(tokenizer, batch: int = 16, prompt_len: int = 600, steps:
     }
 
 
-def padded_prefill_tokens(tokenizer, steps) -> int:
-    """Prompt tokens the model ran in the collection *including left padding*: per lock-step, the
-    live rows' suffixes padded to the longest one, and at the first step the distinct prefixes
-    padded to the longest one (the policy's prefix path, all prompts in one batch)."""
-    from skillmaster.agent.tokens import encode_prompt
-
-    total = 0
-    for step in sorted(set(steps["step"].to_list())):
-        rows = steps.filter(steps["step"] == step)
-        prompts = list(zip(rows["prompt"], rows["prefix_chars"], strict=True))
-        parts = [encode_prompt(tokenizer, text, n) for text, n in prompts]
-        total += len(parts) * max(len(suffix) for _, suffix in parts)
-        if step == 0:
-            prefixes = {text[:n]: len(prefix) for (text, n), (prefix, _) in zip(prompts, parts, strict=True)}
-            total += len(prefixes) * max(prefixes.values())
-    return total
-
-
 # --------------------------------------------------------------------------- the benchmark
 def _seed_bank_path() -> Path:
     import skillmaster
@@ -312,22 +318,76 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 4) if b else float("inf")
 
 
+def render_block(bank, retriever, category: str) -> str:
+    """The skill block shown for ``category`` (template retrieval ignores the task text)."""
+    from skillmaster.skills.retrieval import render_skill_block
+
+    return render_skill_block(retriever(bank, "", category))[0]
+
+
+@dataclass
+class _Side:
+    """One engine's collection in (a)."""
+
+    env_steps: int
+    seconds: float
+    cpu_seconds: float
+    generate_seconds: float
+    actions: dict
+    stats: dict
+    prompts: list[tuple[str, int]]
+
+
+def _collect(policy, pool, episodes, settings, retriever, desc: str) -> _Side:
+    from skillmaster.agent.generation import GenerationStats
+    from skillmaster.rollout.collector import collect_episodes
+
+    policy.clear_cache()
+    policy.stats = GenerationStats(
+        engine_starts=policy.stats.engine_starts, engine_start_seconds=policy.stats.engine_start_seconds
+    )
+    start = clock()
+    steps, _ = collect_episodes(policy, pool, episodes, settings, retriever, desc=desc)
+    wall, cpu = since(start)
+    return _Side(
+        env_steps=steps.height,
+        seconds=wall,
+        cpu_seconds=cpu,
+        generate_seconds=policy.stats.seconds,
+        actions={(r["traj_id"], r["step"]): r["action"] for r in steps.iter_rows(named=True)},
+        stats=policy.stats.as_dict(),
+        prompts=list(zip(steps["prompt"].to_list(), steps["prefix_chars"].to_list(), strict=True)),
+    )
+
+
+def _side_report(side: _Side, naive: dict) -> dict:
+    same = sum(naive["actions"].get(k) == a for k, a in side.actions.items())
+    return {
+        "steps_per_s": round(side.env_steps / side.seconds, 3),
+        "env_steps": side.env_steps,
+        "seconds": round(side.seconds, 2),
+        "cpu_seconds": round(side.cpu_seconds, 2),
+        "generate_share": round(side.generate_seconds / side.seconds, 3),
+        "same_actions_as_naive": round(same / max(side.env_steps, 1), 4),
+    }
+
+
 def bench_rollout(
     quick: bool = False, model_dir: Path | None = None, threads: int | None = None
 ) -> dict[str, Any]:
     """Run (a), (b) and (c) of the module doc in this process; the figures and ratios as a dict.
 
-    ``threads`` sets torch's CPU threads (None: torch's default); on a machine shared with other
-    work, 1 gives the steadiest ratios.
+    ``threads`` sets torch's CPU threads for the transformers sides (None: torch's default).
     """
     import torch
 
-    from skillmaster.agent.policy import GenerationStats, Policy
-    from skillmaster.config import ModelConfig, RolloutConfig, SkillsConfig
+    from skillmaster.agent.policy import Policy
+    from skillmaster.agent.vllm_engine import VllmPolicy
+    from skillmaster.config import ModelConfig, RolloutConfig, SkillsConfig, VllmConfig
     from skillmaster.envs.pool import EnvPool
-    from skillmaster.modeling import ensure_model_dir
+    from skillmaster.modeling import ensure_model_dir, resolve_dtype
     from skillmaster.paths import Paths
-    from skillmaster.rollout.collector import EpisodeSpec, collect_episodes
+    from skillmaster.rollout.collector import EpisodeSpec
     from skillmaster.runtime import configure_environment, project_root
     from skillmaster.skills.bank import load_bank
     from skillmaster.skills.retrieval import make_retriever
@@ -337,6 +397,8 @@ def bench_rollout(
         torch.set_num_threads(threads)
     size = SIZES["quick" if quick else "full"]
     model_dir = ensure_model_dir(Path(model_dir) if model_dir else Paths(project_root()).base_model)
+    model_cfg = ModelConfig(device="cpu", num_threads=threads)
+    dtype = str(resolve_dtype(model_cfg, "cpu", model_dir)).removeprefix("torch.")
     suite, tasks, spare = _suite_and_tasks(size["max_steps"], size["tasks"])
     settings = _settings(size)
     bank = load_bank(_seed_bank_path())
@@ -346,51 +408,38 @@ def bench_rollout(
         for g, task in enumerate(tasks)
         for m in range(size["group_size"])
     ]
-    policy = Policy.load(
-        model_dir, ModelConfig(dtype="float32", device="cpu", num_threads=threads), prefix_reuse=True
-    )
+    hf = Policy.load(model_dir, model_cfg, prefix_reuse=True, max_batch_size=RolloutConfig().max_batch_size)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    warm_options = {"task_id": spare.task_id, "split": spare.split}
-    policy.generate([("Hello", 0)], max_new_tokens=2, temperature=0.0, stop=None)  # kernels warm
+    warm = {"task_id": spare.task_id, "split": spare.split}
+    hf.generate([("Hello", 0)], max_new_tokens=2, temperature=0.0, stop=None)  # kernels warm
 
     workers = max(1, min(RolloutConfig().num_workers, len(episodes)))
     env = suite.make_env()  # the naive loop's
-    half = len(episodes) // 2  # the naive loop runs half before the collector, half after (same load)
+    half = len(episodes) // 2
     with EnvPool(suite, num_envs=len(episodes), num_workers=workers) as pool:
-        pool.reset_many([(i, warm_options) for i in range(workers)])  # every worker's engine started
-        env.reset(options=warm_options)
-        naive = naive_loop(policy.model, policy.tokenizer, env, episodes[:half], settings, bank, retriever)
-        policy.clear_cache()
-        policy.stats = GenerationStats()
-        start = clock()
-        steps, _ = collect_episodes(policy, pool, episodes, settings, retriever, desc="batched collector")
-        batched_s, batched_cpu = since(start)
-        stats = dataclasses.replace(policy.stats)  # (b) below adds to the policy's counters
-        rest = naive_loop(policy.model, policy.tokenizer, env, episodes[half:], settings, bank, retriever)
+        pool.reset_many([(i, warm) for i in range(workers)])  # every worker's engine started
+        env.reset(options=warm)
+        naive = naive_loop(hf.model, hf.tokenizer, env, episodes[:half], settings, bank, retriever)
+        hf_side = _collect(hf, pool, episodes, settings, retriever, "transformers engine")
+        hf_gen = measure_hf_generation(hf, hf_side.prompts, settings.max_new_tokens, size["rounds"])
+        with VllmPolicy.load(model_dir, model_cfg, VllmConfig()) as vllm:
+            vllm.generate([("Hello", 0)], max_new_tokens=2, temperature=0.0, stop=None)
+            v_side = _collect(vllm, pool, episodes, settings, retriever, "vLLM engine")
+            v_gen = measure_vllm_generation(vllm, v_side.prompts, settings.max_new_tokens, size["rounds"])
+            start_s = vllm.stats.engine_start_seconds
+        rest = naive_loop(hf.model, hf.tokenizer, env, episodes[half:], settings, bank, retriever)
     env.close()
     naive = {k: v | rest[k] if isinstance(v, dict) else v + rest[k] for k, v in naive.items()}
-
-    last = steps.filter(steps["step"] == steps["step"].max())
-    prompts = list(zip(last["prompt"].to_list(), last["prefix_chars"].to_list(), strict=True))
-    gen = measure_generation(policy, prompts, settings.max_new_tokens, size["rounds"])
-
-    batched_steps = steps.height
-    matching = sum(
-        naive["actions"].get((row["traj_id"], row["step"])) == row["action"]
-        for row in steps.iter_rows(named=True)
-    )
-    batched_rate = batched_steps / batched_s
     naive_rate = naive["env_steps"] / naive["seconds"]
-    sec, cpu = gen["seconds"], gen["cpu_seconds"]
-    prefill_with = stats.prefilled_tokens + stats.prefix_tokens_computed
-    reduction = 1 - prefill_with / stats.prompt_tokens if stats.prompt_tokens else 0.0
-    padded = padded_prefill_tokens(policy.tokenizer, steps)
-    skill_block = render_block(bank, retriever, tasks[0].category)
+    v_rate, hf_rate = v_side.env_steps / v_side.seconds, hf_side.env_steps / hf_side.seconds
+    vs, hs = v_side.stats, hf_side.stats
     report: dict[str, Any] = {
         "benchmark": "rollout",
         "quick": quick,
-        "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        "device": "cpu",
+        "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
+        "vllm_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
         "load_avg_1m_at_start": round(load, 2) if load is not None else None,
         "split": tasks[0].split,
         "tasks": len(tasks),
@@ -402,108 +451,79 @@ def bench_rollout(
         "env_workers": workers,
         "seed_bank": SEED_BANK,
         "steps_per_s": {
-            "batched": round(batched_rate, 3),
-            "naive": round(naive_rate, 3),
-            "ratio": _ratio(batched_rate, naive_rate),
-            "batched_env_steps": batched_steps,
-            "naive_env_steps": naive["env_steps"],
-            "batched_seconds": round(batched_s, 2),
-            "naive_seconds": round(naive["seconds"], 2),
-            "cpu_ratio": _ratio(batched_steps / batched_cpu, naive["env_steps"] / naive["cpu_seconds"]),
-            "batched_cpu_seconds": round(batched_cpu, 2),
-            "naive_cpu_seconds": round(naive["cpu_seconds"], 2),
-            "matching_actions": round(matching / max(batched_steps, 1), 4),
-            "batched_generate_share": round(stats.seconds / batched_s, 3),
-            "naive_generate_share": round(naive["generate_seconds"] / naive["seconds"], 3),
-            "baseline": "naive loop: one episode at a time, one un-batched model.generate per step on the full "
-            "prompt (no prefix reuse), one in-process environment; same tasks, prompts, token cap and steps",
+            "vllm": _side_report(v_side, naive),
+            "hf": _side_report(hf_side, naive),
+            "naive": {
+                "steps_per_s": round(naive_rate, 3),
+                "env_steps": naive["env_steps"],
+                "seconds": round(naive["seconds"], 2),
+                "cpu_seconds": round(naive["cpu_seconds"], 2),
+                "generate_share": round(naive["generate_seconds"] / naive["seconds"], 3),
+            },
+            "vllm_over_hf": _ratio(v_rate, hf_rate),
+            "vllm_over_naive": _ratio(v_rate, naive_rate),
+            "hf_over_naive": _ratio(hf_rate, naive_rate),
+            "baseline": "naive loop: one episode at a time, one un-batched transformers model.generate per "
+            "step on the full prompt (no prefix reuse), one in-process environment; the transformers "
+            "engine: the same collector, batched, with its prefix KV store",
         },
-        "generation": {
-            "policy_s": round(sec["policy"], 3),
-            "bare_s": round(sec["bare"], 3),
-            "ratio": _ratio(sec["policy"], sec["bare"]),
-            "policy_warm_cache_s": round(sec["policy_warm"], 3),
-            "ratio_warm_cache": _ratio(sec["policy_warm"], sec["bare"]),
-            "policy_no_prefix_reuse_s": round(sec["policy_no_reuse"], 3),
-            "ratio_no_prefix_reuse": _ratio(sec["policy_no_reuse"], sec["bare"]),
-            "cpu_ratio": _ratio(cpu["policy"], cpu["bare"]),
-            "cpu_ratio_warm_cache": _ratio(cpu["policy_warm"], cpu["bare"]),
-            "cpu_ratio_no_prefix_reuse": _ratio(cpu["policy_no_reuse"], cpu["bare"]),
-            "prompts": len(prompts),
-            "rounds": gen["rounds"],
-            "identical_outputs": gen["identical_outputs"],
-            "baseline": "bare HF model.generate: left-padded batch of the same token ids, greedy, same "
-            "max_new_tokens and stop string, no prefix cache",
+        "engine_start_s": {"vllm": round(start_s, 2)},
+        "generation": {"vllm": v_gen, "hf": hf_gen},
+        "prefix_cache": {
+            "vllm_hit_rate": vs["prefix_cache_hit_rate"],
+            "vllm_prompt_tokens": vs["prompt_tokens"],
+            "vllm_prefilled_tokens": vs["prefilled_tokens"],
+            "hf_prefill_saved": hs["prefix_cache_hit_rate"],
+            "hf_prompt_tokens": hs["prompt_tokens"],
+            "baseline": "every prompt token prefilled (no prefix cache)",
         },
-        "prefill": {
-            "prompt_tokens_per_step": round(stats.prompt_tokens / max(stats.sequences, 1), 1),
-            "prefilled_tokens_per_step": round(prefill_with / max(stats.sequences, 1), 1),
-            "suffix_tokens_per_step": round(stats.prefilled_tokens / max(stats.sequences, 1), 1),
-            "prefix_tokens_computed": stats.prefix_tokens_computed,
-            "reduction": round(reduction, 4),
-            "padded_tokens_per_step": round(padded / max(stats.sequences, 1), 1),
-            "padding_share": round(1 - prefill_with / padded, 4) if padded else 0.0,
-            "naive_prompt_tokens_per_step": round(naive["prompt_tokens"] / max(naive["env_steps"], 1), 1),
-            "skill_block_tokens": len(policy.tokenizer(skill_block, add_special_tokens=False).input_ids),
-            "baseline": "the same prompts prefilled in full (no prefix reuse); with reuse: each step's suffix "
-            "plus each distinct prefix (system, task, skill block) once",
-        },
-        "stop_check": measure_stop_check(policy.tokenizer),
-        "generation_stats": stats.as_dict(),
+        "stop_check": measure_stop_check(hf.tokenizer),
+        "skill_block_tokens": len(
+            hf.tokenizer(render_block(bank, retriever, tasks[0].category), add_special_tokens=False).input_ids
+        ),
         "targets": {
-            "steps_per_s_ratio": f">= {TARGETS['steps_per_s_ratio']}",
-            "generation_ratio": f"<= {TARGETS['generation_ratio']}",
-            "prefill_reduction": f">= {TARGETS['prefill_reduction']}",
+            k: (">= " if k != "vllm_generation_ratio" else "<= ") + str(v) for k, v in TARGETS.items()
         },
     }
     report["pass"] = {
-        "steps_per_s_ratio": report["steps_per_s"]["ratio"] >= TARGETS["steps_per_s_ratio"],
-        "generation_ratio": report["generation"]["ratio"] <= TARGETS["generation_ratio"],
-        "prefill_reduction": reduction >= TARGETS["prefill_reduction"],
+        "vllm_over_hf": report["steps_per_s"]["vllm_over_hf"] >= TARGETS["vllm_over_hf"],
+        "vllm_over_naive": report["steps_per_s"]["vllm_over_naive"] >= TARGETS["vllm_over_naive"],
+        "vllm_generation_ratio": v_gen["ratio"] <= TARGETS["vllm_generation_ratio"],
     }
     return report
 
 
-def render_block(bank, retriever, category: str) -> str:
-    """The skill block shown for ``category`` (template retrieval ignores the task text)."""
-    from skillmaster.skills.retrieval import render_skill_block
-
-    return render_skill_block(retriever(bank, "", category))[0]
-
-
 def format_rollout_report(report: dict[str, Any]) -> str:
     """A short readable table of :func:`bench_rollout`'s result (``--json`` prints everything)."""
-    a, g, p, ok = report["steps_per_s"], report["generation"], report["prefill"], report["pass"]
+    a, g, c, ok, t = (
+        report["steps_per_s"],
+        report["generation"],
+        report["prefix_cache"],
+        report["pass"],
+        report["targets"],
+    )
     mark = {True: "ok", False: "FAIL"}
-    t = report["targets"]
+    v, h, n = a["vllm"], a["hf"], a["naive"]
     return "\n".join(
         [
-            f"bench rollout ({'quick' if report['quick'] else 'full'}; {report['device']}, "
-            f"{report['torch_threads']} threads, load {report['load_avg_1m_at_start']}): {report['split']}, "
-            f"{report['tasks']} tasks x group {report['group_size']} = {report['episodes']} episodes, "
-            f"{report['max_steps']} steps, {report['max_new_tokens']} new tokens max, greedy, "
-            f"skills from {report['seed_bank']}",
-            f"  steps/s     batched collector {a['batched']:.2f} vs naive loop {a['naive']:.2f}: ratio "
-            f"{a['ratio']:.2f} (target {t['steps_per_s_ratio']}) {mark[ok['steps_per_s_ratio']]}; env steps "
-            f"{a['batched_env_steps']} vs {a['naive_env_steps']}, same actions {a['matching_actions']:.0%}; "
-            f"generation is {a['batched_generate_share']:.0%} vs {a['naive_generate_share']:.0%} of the time; "
-            f"by CPU seconds (load-insensitive) ratio {a['cpu_ratio']:.2f}",
-            f"  generation  Policy.generate {g['policy_s']:.2f}s vs bare model.generate {g['bare_s']:.2f}s: ratio "
-            f"{g['ratio']:.3f} (target {t['generation_ratio']}) {mark[ok['generation_ratio']]}; warm prefix store "
-            f"{g['ratio_warm_cache']:.3f}, no prefix reuse {g['ratio_no_prefix_reuse']:.3f}; {g['prompts']} prompts, "
-            f"identical outputs {g['identical_outputs']}; by CPU seconds {g['cpu_ratio']:.3f} / "
-            f"{g['cpu_ratio_warm_cache']:.3f} / {g['cpu_ratio_no_prefix_reuse']:.3f}",
-            f"  prefill     {p['prefilled_tokens_per_step']:.0f} tokens/step with prefix reuse vs "
-            f"{p['prompt_tokens_per_step']:.0f} without: reduction {p['reduction']:.1%} "
-            f"(target {t['prefill_reduction']}) {mark[ok['prefill_reduction']]}; skill block "
-            f"{p['skill_block_tokens']} tokens; with the batch's left padding the model ran "
-            f"{p['padded_tokens_per_step']:.0f} tokens/step ({p['padding_share']:.0%} padding)",
-            f"  stop check  {report['stop_check']['tail_stop_ms_per_step']:.2f} ms/decode step vs "
-            f"{report['stop_check']['stop_strings_ms_per_step']:.2f} ms for StopStringCriteria (+ "
-            f"{report['stop_check']['stop_strings_build_s']:.2f}s to build it per call), batch "
-            f"{report['stop_check']['batch']}",
+            f"bench rollout ({'quick' if report['quick'] else 'full'}; {report['device']} {report['dtype']}, "
+            f"load {report['load_avg_1m_at_start']}): {report['split']}, {report['tasks']} tasks x group "
+            f"{report['group_size']} = {report['episodes']} episodes, {report['max_steps']} steps, "
+            f"{report['max_new_tokens']} new tokens max, greedy, skills from {report['seed_bank']}",
+            f"  steps/s     vLLM engine {v['steps_per_s']:.2f}, transformers engine {h['steps_per_s']:.2f}, naive "
+            f"loop {n['steps_per_s']:.2f}: vLLM/transformers {a['vllm_over_hf']:.2f} (target "
+            f"{t['vllm_over_hf']}) {mark[ok['vllm_over_hf']]}, vLLM/naive {a['vllm_over_naive']:.2f} (target "
+            f"{t['vllm_over_naive']}) {mark[ok['vllm_over_naive']]}, transformers/naive {a['hf_over_naive']:.2f}; "
+            f"same actions as naive {v['same_actions_as_naive']:.0%} / {h['same_actions_as_naive']:.0%}; "
+            f"vLLM start-up {report['engine_start_s']['vllm']:.1f}s (not in steps/s)",
+            f"  generation  vLLM path {g['vllm']['project_s']:.2f}s vs bare LLM.generate {g['vllm']['bare_s']:.2f}s: "
+            f"ratio {g['vllm']['ratio']:.3f} (target {t['vllm_generation_ratio']}) "
+            f"{mark[ok['vllm_generation_ratio']]}, identical {g['vllm']['identical_outputs']}; transformers engine "
+            f"{g['hf']['project_s']:.2f}s vs bare model.generate {g['hf']['bare_s']:.2f}s: ratio "
+            f"{g['hf']['ratio']:.3f}, identical {g['hf']['identical_outputs']}; {g['vllm']['prompts']} prompts",
+            f"  prefix      vLLM served {c['vllm_hit_rate']:.1%} of {c['vllm_prompt_tokens']} prompt tokens from its "
+            f"cache; the transformers prefix store saved {c['hf_prefill_saved']:.1%}",
             f"  baselines:  (a) {a['baseline']}",
-            f"              (b) {g['baseline']}",
-            f"              (c) {p['baseline']}",
+            f"              (b) {g['vllm']['baseline']}; {g['hf']['baseline']}",
         ]
     )

@@ -95,13 +95,25 @@ def run_stage(
             f"got {iteration}"
         )
     fn = get_stage(name)
+    owned = shared is None  # a caller that passes `shared` keeps what the stage opens (flows)
     ctx = StageContext(
-        cfg=cfg, iteration=iteration, paths=Paths(root), root=root, _tracker=tracker, shared=shared or {}
+        cfg=cfg,
+        iteration=iteration,
+        paths=Paths(root),
+        root=root,
+        _tracker=tracker,
+        shared={} if owned else shared,
     )
     from skillmaster.tracking import tracking_seconds
 
     start, tracked = time.perf_counter(), tracking_seconds()
-    metrics = fn(ctx) or {}
+    try:
+        metrics = fn(ctx) or {}
+    finally:
+        if owned:  # the generation engine's processes end with the stage, on success or error
+            from skillmaster.stages.common import close_policy
+
+            close_policy(ctx.shared)
     elapsed = time.perf_counter() - start
     # wall time of the stage, and the part of it spent in MLflow calls (bench orchestration)
     metrics["stage_seconds"] = round(elapsed, 3)

@@ -54,24 +54,26 @@ def policy_dir_at(ctx: StageContext, iteration: int) -> Path | None:
 
 
 def load_policy(ctx: StageContext, iteration: int):
-    """The policy in force after ``iteration``, loaded once per process (kept in ``ctx.shared``)."""
-    from skillmaster.agent.policy import Policy
+    """The policy in force after ``iteration`` on the configured engine (``rollout.engine``), opened
+    once per process and kept in ``ctx.shared``; a later call for other weights updates the engine
+    in place where it can (vLLM) instead of starting a new one."""
+    from skillmaster.agent.generation import open_policy
 
     adapter = policy_dir_at(ctx, iteration)
     base = policy_base(ctx)
-    key = f"policy:{base}:{adapter}"
-    if key not in ctx.shared:
-        for stale in [k for k in ctx.shared if k.startswith("policy:")]:
-            del ctx.shared[stale]
-        ctx.shared[key] = Policy.load(
-            base,
-            ctx.cfg.model,
-            adapter=adapter,
-            prefix_reuse=ctx.cfg.rollout.prefix_reuse,
-            max_batch_size=ctx.cfg.rollout.max_batch_size,
-        )
-    ctx.shared["policy"] = ctx.shared[key]
-    return ctx.shared[key]
+    key = f"{base}:{adapter}:{ctx.cfg.rollout.engine}"
+    if ctx.shared.get("policy_key") != key:
+        ctx.shared["policy"] = open_policy(ctx.cfg, base, adapter, ctx.root, current=ctx.shared.get("policy"))
+        ctx.shared["policy_key"] = key
+    return ctx.shared["policy"]
+
+
+def close_policy(shared: dict) -> None:
+    """End the engine a stage or flow opened (its processes with it)."""
+    policy = shared.pop("policy", None)
+    shared.pop("policy_key", None)
+    if policy is not None:
+        policy.close()
 
 
 # --------------------------------------------------------------------------- banks and tasks

@@ -103,7 +103,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """``skillmaster eval``: evaluate any checkpoint (None: base) with any bank, outside the pipeline.
     With ``out``, the episodes (``episodes.parquet``) and metrics (``metrics.json``) land there."""
-    from skillmaster.agent.policy import Policy
+    from skillmaster.agent.generation import open_policy
     from skillmaster.paths import Paths
     from skillmaster.skills.bank import load_bank
     from skillmaster.stages.common import policy_base, resolve_policy
@@ -113,16 +113,16 @@ def evaluate_checkpoint(
     base = policy_base(ctx)
     if not (base / "config.json").is_file():
         base = ctx.paths.base_model
-    policy = Policy.load(
-        base,
-        cfg.model,
-        adapter=adapter,
-        prefix_reuse=cfg.rollout.prefix_reuse,
-        max_batch_size=cfg.rollout.max_batch_size,
-    )
-    bank = None if no_skills else load_bank(bank_path) if bank_path else None
+    bank = (
+        None if no_skills else load_bank(bank_path) if bank_path else None
+    )  # bad input fails before the engine starts
+    policy = open_policy(cfg, base, adapter, root)
     conditions = ["eval_skills"] if bank is not None else ["eval_no_skills"]
-    episodes, metrics = evaluate(ctx, policy, bank, [split], conditions, limit)
+    try:
+        episodes, metrics = evaluate(ctx, policy, bank, [split], conditions, limit)
+    finally:
+        policy.close()
+    metrics["generation"] = policy.stats.as_dict()
     if out is not None:
         from skillmaster.io import write_json
 

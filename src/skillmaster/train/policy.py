@@ -105,8 +105,12 @@ def response_logprobs(
         ``logp`` (B, R) and ``entropy`` (B, R) or None; padded response slots hold junk that
         ``mb.response_mask`` excludes.
     """
-    out = model(input_ids=mb.input_ids, logits_to_keep=mb.positions, use_cache=False)
-    logits = out.logits.float() / mb.temperature[:, None, None]  # (B, R, V)
+    # the LM head runs on the union of the rows' response positions (a 1-D ``logits_to_keep``: (B, U, V)),
+    # then each row takes its own positions back out: (B, R, V)
+    keep, where = torch.unique(mb.positions, return_inverse=True)  # (U,), (B, R)
+    out = model(input_ids=mb.input_ids, logits_to_keep=keep, use_cache=False)
+    rows = torch.arange(where.shape[0], device=where.device)[:, None]
+    logits = out.logits[rows, where].float() / mb.temperature[:, None, None]  # (B, R, V)
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, mb.response_ids[..., None]).squeeze(-1)
     ent = None

