@@ -24,6 +24,15 @@ from skillmaster.errors import ConfigError
 DEFAULT_PARAMS = Path("params.yaml")
 
 
+def _registry(module: str):
+    """A registry module, imported when a name is checked. Through importlib on purpose: the
+    registries' code decides no stage's output, so it stays out of dvc.yaml's code dependencies
+    (which follow ``import`` statements)."""
+    import importlib
+
+    return importlib.import_module(module)
+
+
 def _choice(value: str, names: list[str]) -> str:
     """``value`` when it is one of ``names`` (a registry's keys), else a one-sentence error."""
     if value not in names:
@@ -96,9 +105,7 @@ class EnvConfig(Section):
     @field_validator("name")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from skillmaster.envs.registry import available
-
-        return _choice(v, available())
+        return _choice(v, _registry("skillmaster.envs.registry").available())
 
 
 # --------------------------------------------------------------------------- rollout
@@ -166,9 +173,7 @@ class SkillsConfig(Section):
     @field_validator("retrieval")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from skillmaster.skills.retrieval import RETRIEVERS
-
-        return _choice(v, list(RETRIEVERS))
+        return _choice(v, list(_registry("skillmaster.skills.retrieval").RETRIEVERS))
 
 
 # --------------------------------------------------------------------------- review
