@@ -42,6 +42,18 @@ def _default_mode(fd: int, folder: bool = False) -> None:
     os.fchmod(fd, (0o777 if folder else 0o666) & ~current_umask())
 
 
+def _umask_tree(folder: Path) -> None:
+    """Give everything under ``folder`` the umask's mode: some writers (safetensors through
+    transformers) create their files 0600 whatever the umask, which other users of a shared file
+    system then cannot read."""
+    mask = current_umask()
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
@@ -144,6 +156,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield tmp
+        _umask_tree(tmp)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         wrapped = as_os_error(exc, path)

@@ -115,12 +115,17 @@ def test_outputs_respect_the_umask(tmp_path):
         atomic_write_text(tmp_path / "x.json", "1")
         with atomic_dir(tmp_path / "ckpt") as tmp:
             (tmp / "w").write_text("1")
+            fd = os.open(tmp / "weights", os.O_CREAT | os.O_WRONLY, 0o600)  # as safetensors does
+            os.close(fd)
+            (tmp / "sub").mkdir(mode=0o700)
         os.umask(0o077)
         atomic_write_text(tmp_path / "private.json", "1")
     finally:
         os.umask(old)
     mode = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert mode == {"t.parquet": 0o644, "x.json": 0o644, "ckpt": 0o755, "private.json": 0o600}
+    inside = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()}
+    assert inside == {"w": 0o644, "weights": 0o644, "sub": 0o755}
 
 
 def test_null_values_in_a_table_are_a_clear_error(tmp_path):
