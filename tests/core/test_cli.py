@@ -31,6 +31,7 @@ def test_help_lists_the_commands():
         (("config", "show", "-p", "nope.yaml"), "nope.yaml: config file not found"),
         (("stage", "teleport"), "unknown stage 'teleport'"),
         (("stage", "collect", "--iteration", "9"), "needs --iteration between 1 and loop.iterations"),
+        (("config", "show", "-S", "rollout.num_tasks=[1,"), "the value is not valid YAML"),  # issue #21
     ],
 )
 def test_user_mistakes_are_one_clear_sentence(args, needle):
