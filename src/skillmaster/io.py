@@ -60,8 +60,8 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 def as_os_error(exc: BaseException, path: str | Path) -> BaseException:
     """An :class:`OSError` for a library error that wraps one (polars, safetensors: ``… (os error
     28)``), so a full disk reads the same wherever it happens; other errors are returned unchanged."""
-    if isinstance(exc, OSError):
-        return exc
+    if isinstance(exc, OSError):  # a failed write() names no file: name the output
+        return exc if exc.filename or exc.errno is None else OSError(exc.errno, exc.strerror, str(path))
     m = _OS_ERROR.search(str(exc))
     if m is None:
         return exc
@@ -90,9 +90,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        wrapped = as_os_error(exc, path)
+        if wrapped is not exc:
+            raise wrapped from exc
         raise
     _fsync_dir(path.parent)
     return path

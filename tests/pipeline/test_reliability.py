@@ -157,7 +157,10 @@ def test_full_disk_bank_init_keeps_the_previous_bank(tmp_path):
     other.write_text(json.dumps(OTHER_BANK))
     before = snapshot(root, "data")
     out = cli(root, "stage", "bank-init", "-S", f"skills.seed_bank={other}", fsize=1024)
-    one_sentence(out, "File too large")
+    # the kept previous version is written first, and fails first
+    one_sentence(
+        out, f"{Paths(root).bank(0).with_name('iter_000.prev.json')}: File too large (the file size limit"
+    )
     assert snapshot(root, "data") == before  # the bank is never deleted before the new one is written
 
 
