@@ -172,7 +172,7 @@ def check_local_store(cfg: TrackingConfig, root: Path) -> None:
     uri = resolve_uri(cfg.uri, root)
     if uri.startswith("sqlite:///"):
         check_writable([Path(uri[len("sqlite:///") :])], files=True)
-    elif uri.startswith("file://") or "://" not in uri:
+    elif uri.startswith("file://") or uri.startswith("/"):  # a local folder store
         check_writable([Path(uri.removeprefix("file://")) / "meta.yaml"])
     check_writable([(root / cfg.artifact_root) / "x"])
 

@@ -130,9 +130,8 @@ def evaluate_checkpoint(
 
     ctx = StageContext(cfg=cfg, iteration=0, paths=Paths(root), root=root)
     adapter = resolve_policy(checkpoint) if checkpoint is not None else None
-    base = ensure_model_dir(
-        policy_base(ctx)
-    )  # models/sft when sft.enabled: an error (no fallback) if missing
+    # models/sft when sft.enabled, and then an error when it is missing (no fallback to models/base)
+    base = ensure_model_dir(policy_base(ctx))
     bank = None if no_skills else load_bank(bank_path) if bank_path else None
     eval_tasks(ctx, [split], limit)  # before the model loads
     policy = Policy.load(
