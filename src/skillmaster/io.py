@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,50 @@ from skillmaster.errors import DataError
 
 
 # --------------------------------------------------------------------------- atomic files
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(fd: int, folder: bool = False) -> None:
+    """Give a ``mkstemp``/``mkdtemp`` result (created 0600/0700) the mode a plain ``open``/``mkdir``
+    would: 0666/0777 less the umask, so outputs on a shared file system stay readable by others."""
+    os.fchmod(fd, (0o777 if folder else 0o666) & ~current_umask())
+
+
+def _umask_tree(folder: Path) -> None:
+    """Give everything under ``folder`` the umask's mode: some writers (safetensors through
+    transformers) create their files 0600 whatever the umask, which other users of a shared file
+    system then cannot read."""
+    mask = current_umask()
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def as_os_error(exc: BaseException, path: str | Path) -> BaseException:
+    """An :class:`OSError` for a library error that wraps one (polars, safetensors: ``… (os error
+    28)``), so a full disk reads the same wherever it happens; other errors are returned unchanged."""
+    if isinstance(exc, OSError):  # a failed write() names no file: name the output
+        return exc if exc.filename or exc.errno is None else OSError(exc.errno, exc.strerror, str(path))
+    m = _OS_ERROR.search(str(exc))
+    if m is None:
+        return exc
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code), str(path))
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -39,14 +84,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _default_mode(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        wrapped = as_os_error(exc, path)
+        if wrapped is not exc:
+            raise wrapped from exc
         raise
     _fsync_dir(path.parent)
     return path
@@ -60,6 +109,27 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def check_writable(outputs: list[Path], files: bool = False) -> None:
+    """Fail now, with the folder's name, when an output could not be written later: the folder that
+    receives it (its nearest existing ancestor) and an existing output folder must take a new file
+    (outputs are replaced by a rename, so an existing output file itself need not be writable; with
+    ``files``, as for a database written in place, it must be). A read-only folder then costs
+    seconds, not the stage's whole run."""
+    for out in map(Path, outputs):
+        if files and out.is_file():
+            with open(out, "ab"):  # appends nothing: only asks whether it could
+                pass
+        folders = [out.parent, *([out] if out.is_dir() else [])]
+        for folder in folders:
+            probe = folder
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            try:
+                tempfile.TemporaryFile(dir=probe).close()
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(probe)) from None
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     path = Path(path)
     if not path.is_file():
@@ -68,6 +138,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: {what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: {what} is nested too deeply to read") from None
 
 
 @contextlib.contextmanager
@@ -81,9 +153,18 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            _default_mode(fd, folder=True)
+        finally:
+            os.close(fd)
         yield tmp
-    except BaseException:
+        _umask_tree(tmp)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        wrapped = as_os_error(exc, path)
+        if wrapped is not exc:
+            raise wrapped from exc
         raise
     old = None
     if path.exists():
@@ -144,15 +225,19 @@ class TableSchema:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
         try:
+            _default_mode(fd)
+            os.close(fd)
             df.write_parquet(tmp, compression="zstd")
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            wrapped = as_os_error(exc, path)
+            if wrapped is not exc:
+                raise wrapped from exc
             raise
         return path
 
@@ -164,4 +249,10 @@ class TableSchema:
             df = pl.read_parquet(path)
         except Exception as exc:  # polars raises several error types for corrupt files
             raise DataError(f"{path}: {self.name} table cannot be read ({exc})") from None
-        return self.validate(df, str(path))
+        df = self.validate(df, str(path))
+        nulls = [c for c, n in df.null_count().row(0, named=True).items() if n]
+        if nulls:  # the pipeline never writes nulls: the file was edited or written by something else
+            raise DataError(
+                f"{path}: {self.name} table has missing (null) values in {nulls}; rerun the stage that writes it"
+            )
+        return df

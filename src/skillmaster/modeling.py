@@ -51,6 +51,25 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def check_config_json(folder: Path) -> None:
+    """A :class:`ModelError` naming the file when ``folder/config.json`` is not a JSON object (a
+    truncated copy, a merge conflict), instead of transformers' traceback much later."""
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelError(
+            f"{path}: the model's config.json is not valid JSON ({exc}); fix or restore the file"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type", ""), str):
+        raise ModelError(f"{path}: the model's config.json is not a transformers model config")
+
+
+def _model_error(folder: Path, exc: Exception) -> ModelError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return ModelError(f"{folder}: the model cannot be loaded ({type(exc).__name__}: {reason})")
+
+
 def resolve_source(cfg: ModelConfig) -> ModelSource:
     """Work out what ``model.source`` points at, with a clear error when it points at nothing."""
     src = cfg.source
@@ -71,6 +90,7 @@ def resolve_source(cfg: ModelConfig) -> ModelSource:
         return ModelSource("gguf", str(path.parent), path.name, label=str(src))
     if path.is_dir():
         if (path / "config.json").is_file():
+            check_config_json(path)
             return ModelSource("hf-dir", str(path), None, label=str(src))
         ggufs = sorted(p.name for p in path.glob("*.gguf"))
         if cfg.gguf_file or ggufs:
@@ -107,8 +127,11 @@ def _load_from_source(source: ModelSource):
     kwargs: dict[str, Any] = {}
     if source.kind == "gguf":
         kwargs["gguf_file"] = source.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source.location, dtype="float32", **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype="float32", **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a broken or foreign folder
+        raise _model_error(Path(source.location), exc) from None
     if source.kind == "gguf":
         # transformers de-quantizes GGUF weights to fp32 but keeps the quantizer attached, and then
         # refuses save_pretrained; the weights are plain tensors, so detach it.
@@ -189,7 +212,12 @@ def read_manifest(model_dir: Path) -> dict:
     path = model_dir / MANIFEST
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"{path}: the model manifest is not valid JSON ({exc}); prepare the model again"
+        ) from None
 
 
 def resolve_device(cfg: ModelConfig) -> str:
@@ -231,13 +259,18 @@ def resolve_mixed_precision(setting: str, cfg: ModelConfig, model_dir: Path | No
 def ensure_model_dir(path: Path) -> Path:
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no prepared model here; run `skillmaster model prepare` first")
+    check_config_json(path)
     return path
 
 
 def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ensure_model_dir(model_dir))
+    folder = ensure_model_dir(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _model_error(folder, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -269,11 +302,15 @@ def load_model(model_dir: Path, cfg: ModelConfig, adapter: Path | None = None, t
         and not (adapter / "adapter_config.json").is_file()
     ):
         weights_dir, adapter = adapter, None
+        check_config_json(weights_dir)
     tokenizer = load_tokenizer(model_dir)
     with _LOAD_LOCK:
-        model = AutoModelForCausalLM.from_pretrained(
-            weights_dir, dtype=dtype, attn_implementation=cfg.attn_implementation
-        )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                weights_dir, dtype=dtype, attn_implementation=cfg.attn_implementation
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # broken weights or config, missing kernel
+            raise _model_error(weights_dir, exc) from None
         if adapter is not None:
             if not (adapter / "adapter_config.json").is_file():
                 raise ModelError(f"{adapter}: neither a LoRA adapter nor a model checkpoint")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from skillmaster.config import Config, TrackingConfig, flatten
+from skillmaster.errors import SkillMasterError
 from skillmaster.runtime import configure_environment, git_commit
 
 RUN_ID_ENV = "SKILLMASTER_MLFLOW_RUN_ID"
@@ -163,6 +164,19 @@ class MlflowTracker(NullTracker):
             self.client.set_terminated(self.run_id, status=status)
 
 
+def check_local_store(cfg: TrackingConfig, root: Path) -> None:
+    """Raise the OSError of a local store (a sqlite file or a folder) that cannot be written, at once:
+    MLflow itself retries an unwritable sqlite file for about 100 s before it gives up."""
+    from skillmaster.io import check_writable
+
+    uri = resolve_uri(cfg.uri, root)
+    if uri.startswith("sqlite:///"):
+        check_writable([Path(uri[len("sqlite:///") :])], files=True)
+    elif uri.startswith("file://") or uri.startswith("/"):  # a local folder store
+        check_writable([Path(uri.removeprefix("file://")) / "meta.yaml"])
+    check_writable([(root / cfg.artifact_root) / "x"])
+
+
 def run_key(cfg: Config, root: Path) -> str:
     return f"{cfg.fingerprint()}-{git_commit(root)[:12]}"
 
@@ -177,8 +191,16 @@ def open_tracker(cfg: Config, root: Path | None = None, run_id: str | None = Non
     run_id = run_id or os.environ.get(RUN_ID_ENV) or None
     name = cfg.tracking.run_name or f"{cfg.method}-{cfg.fingerprint()[:6]}"
     tags = {"skillmaster.method": cfg.method, "git_commit": git_commit(root), "env": cfg.env.name}
-    tracker = MlflowTracker(
-        cfg.tracking, root, run_id=run_id, run_key=run_key(cfg, root), run_name=name, tags=tags
-    )
-    tracker.log_params(cfg.model_dump(mode="json"))
+    try:
+        check_local_store(cfg.tracking, root)
+        tracker = MlflowTracker(
+            cfg.tracking, root, run_id=run_id, run_key=run_key(cfg, root), run_name=name, tags=tags
+        )
+        tracker.log_params(cfg.model_dump(mode="json"))
+    except Exception as exc:  # sqlalchemy, mlflow and OS errors alike: the store is unusable
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SkillMasterError(
+            f"MLflow store {resolve_uri(cfg.tracking.uri, root)} cannot be opened or written ({reason}); "
+            "check tracking.uri and that its folder is writable, or set tracking.enabled: false"
+        ) from None
     return tracker

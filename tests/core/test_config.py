@@ -92,3 +92,108 @@ def test_file_errors(tmp_path):
 def test_fingerprint_tracks_settings():
     a, b = Config(), Config(seed=1)
     assert a.fingerprint() == Config().fingerprint() != b.fingerprint()
+
+
+# --------------------------------------------------------------------------- issue #21: errors at load time
+INVALID_CHOICES = [
+    ("env.name", "alfwrld"),
+    ("skills.retrieval", "bm25"),
+    ("train.advantage", "dual"),
+    ("train.kl_estimator", "k4"),
+    ("train.loss_agg", "sum"),
+    ("model.attn_implementation", "flash"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), INVALID_CHOICES)
+def test_registry_names_are_checked_at_load(tmp_path, key, value):
+    section, name = key.split(".")
+    path = write(tmp_path, {section: {name: value}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert f"'{key}' is invalid" in msg and repr(value) in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(("key", "value"), INVALID_CHOICES)
+def test_config_check_rejects_unknown_choices(tmp_path, key, value):
+    import subprocess
+    import sys
+
+    section, name = key.split(".")
+    overlay = write(tmp_path, {section: {name: value}}, "overlay.yaml")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skillmaster.cli",
+            "config",
+            "check",
+            str(overlay),
+            "-p",
+            str(REPO / "params.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stdout
+    assert f"'{key}' is invalid" in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+
+
+def test_closed_choices_are_the_registries():
+    from typing import get_args
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from skillmaster.algo import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS
+    from skillmaster.config import ATTN_IMPLEMENTATIONS, TrainConfig
+
+    fields = TrainConfig.model_fields
+    assert set(get_args(fields["advantage"].annotation)) == set(ADVANTAGES)
+    assert set(get_args(fields["kl_estimator"].annotation)) == set(KL_ESTIMATORS)
+    assert set(get_args(fields["loss_agg"].annotation)) == set(AGGREGATIONS)
+    assert set(ATTN_IMPLEMENTATIONS) == {"eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()}
+
+
+def test_valid_choices_still_load(tmp_path):
+    cfg = load_config(
+        REPO / "params.yaml",
+        sets=[
+            "env.name=webshop",
+            "skills.retrieval=embedding",
+            "train.advantage=merged",
+            "train.kl_estimator=k1",
+            "train.loss_agg=seq-mean-token-sum",
+            "model.attn_implementation=eager",
+        ],
+    )
+    assert (cfg.env.name, cfg.train.loss_agg) == ("webshop", "seq-mean-token-sum")
+    hub = load_config(REPO / "params.yaml", sets=["model.attn_implementation=kernels-community/flash-attn"])
+    assert hub.model.attn_implementation == "kernels-community/flash-attn"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("counterfactual.gamma", -0.1), ("rollout.success_reward", -10), ("rollout.success_reward", 0),
+     ("train.review_adv_weight", -0.2)],
+)  # fmt: skip
+def test_signed_settings_are_bounded(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=f"'{key}' is invalid"):
+        load_config(REPO / "params.yaml", sets=[f"{key}={value}"])
+
+
+def test_empty_params_file_is_an_error(tmp_path):
+    for text in ("", "# only a comment\n", "{}\n"):
+        with pytest.raises(ConfigError, match="holds no settings"):
+            load_config(write(tmp_path, text))
+    # an empty overlay changes nothing and is fine
+    assert load_config(REPO / "params.yaml", overlays=[write(tmp_path, "", "empty.yaml")]) == load_config(
+        REPO / "params.yaml"
+    )
+
+
+def test_broken_set_value_is_one_sentence():
+    with pytest.raises(ConfigError, match=r"the value is not valid YAML"):
+        load_config(REPO / "params.yaml", sets=["rollout.num_tasks=[1,"])

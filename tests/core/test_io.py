@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
+import textwrap
 
 import polars as pl
 import pytest
@@ -52,3 +56,88 @@ def test_table_roundtrip_and_validation(tmp_path):
         SCHEMA.read(tmp_path / "corrupt.parquet")
     with pytest.raises(DataError, match="run the stage that writes it first"):
         SCHEMA.read(tmp_path / "missing.parquet")
+
+
+# --------------------------------------------------------------------------- issue #21
+FULL_DISK = textwrap.dedent(
+    """
+    import resource, sys
+    import polars as pl
+    from pathlib import Path
+    from skillmaster.io import TableSchema, atomic_dir, atomic_write_text
+
+    SCHEMA = TableSchema("demo", {"a": pl.Int32, "b": pl.Utf8, "c": pl.List(pl.Float64)})
+    folder = Path(sys.argv[1])
+    big = SCHEMA.from_rows([{"a": i, "b": f"row {i} " * 20, "c": [i / 3]} for i in range(20000)])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # a full disk: writes past 4 KiB fail
+    for name, write in [
+        ("table", lambda: SCHEMA.write(big, folder / "t.parquet")),
+        ("text", lambda: atomic_write_text(folder / "x.json", "y" * 100_000)),
+    ]:
+        try:
+            write()
+            print(name, "written")
+        except OSError as exc:
+            print(name, "OSError", exc.errno)
+    try:
+        with atomic_dir(folder / "ckpt") as tmp:
+            big.write_parquet(tmp / "w.parquet")  # a library error that wraps the OS error
+    except OSError as exc:
+        print("dir", "OSError", exc.errno)
+    """
+)
+
+
+def test_a_full_disk_is_an_os_error_and_keeps_the_previous_files(tmp_path):
+    import errno
+
+    SCHEMA.write(SCHEMA.from_rows([{"a": 1, "b": "old", "c": []}]), tmp_path / "t.parquet")
+    atomic_write_text(tmp_path / "x.json", "old")
+    with atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "w").write_text("old")
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    script = tmp_path.parent / f"{tmp_path.name}_full_disk.py"
+    script.write_text(FULL_DISK)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == [f"{w} OSError {errno.EFBIG}" for w in ("table", "text", "dir")]
+    after = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # previous versions kept, no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "t.parquet", "x.json"]
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        SCHEMA.write(SCHEMA.from_rows([{"a": 1, "b": "x", "c": []}]), tmp_path / "t.parquet")
+        atomic_write_text(tmp_path / "x.json", "1")
+        with atomic_dir(tmp_path / "ckpt") as tmp:
+            (tmp / "w").write_text("1")
+            fd = os.open(tmp / "weights", os.O_CREAT | os.O_WRONLY, 0o600)  # as safetensors does
+            os.close(fd)
+            (tmp / "sub").mkdir(mode=0o700)
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.json", "1")
+    finally:
+        os.umask(old)
+    mode = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert mode == {"t.parquet": 0o644, "x.json": 0o644, "ckpt": 0o755, "private.json": 0o600}
+    inside = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()}
+    assert inside == {"w": 0o644, "weights": 0o644, "sub": 0o755}
+
+
+def test_null_values_in_a_table_are_a_clear_error(tmp_path):
+    df = pl.DataFrame({"a": [1, None], "b": ["x", "y"], "c": [[0.5], []]}, schema=SCHEMA.polars_schema)
+    df.write_parquet(tmp_path / "nulls.parquet")
+    with pytest.raises(DataError, match=r"missing \(null\) values in \['a'\]"):
+        SCHEMA.read(tmp_path / "nulls.parquet")
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    from skillmaster.io import read_json
+
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_json(tmp_path / "deep.json")

@@ -102,6 +102,43 @@ def test_unsolvable_unflagged_movable_and_sliced_games_are_skipped(first_of_fami
     assert [t.task_id for t in tasks] == [f"{keep.parent.name}/{keep.name}"]
 
 
+def test_unusable_game_folders_are_skipped_with_a_warning_and_reported(
+    first_of_family, tmp_path, alfworld_data, caplog
+):
+    """Issue #21: one unreadable game file used to stop the whole split; a folder without a game
+    file was skipped without a word."""
+    task = first_of_family["pick_and_place_simple"]
+    keep = copy_game(alfworld_data, task, tmp_path)
+    bad_json = copy_game(alfworld_data, task, tmp_path, folder="pick_and_place_simple-A-None-B-1")
+    (bad_json / "game.tw-pddl").write_text('{"solvable": true, "pddl_domain": ')  # cut short
+    bad_traj = copy_game(alfworld_data, task, tmp_path, folder="pick_and_place_simple-C-None-D-2")
+    (bad_traj / "traj_data.json").write_bytes(b"\xff\xfe")
+    empty = tmp_path / "json_2.1.1" / "valid_seen" / "pick_and_place_simple-E-None-F-3" / "trial_T1"
+    empty.mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="skillmaster.envs.alfworld"):
+        tasks = AlfworldSuite(data_dir=str(tmp_path)).tasks("valid_seen")
+    assert [t.task_id for t in tasks] == [f"{keep.parent.name}/{keep.name}"]
+    skipped = alf.skipped_games(tmp_path, "valid_seen")
+    assert [s["folder"] for s in skipped] == [str(bad_json), str(bad_traj), str(empty)]
+    assert "not a valid ALFWorld game file" in skipped[0]["reason"]
+    assert "traj_data.json" in skipped[1]["reason"]
+    assert "no game.tw-pddl in this game folder" in skipped[2]["reason"]
+    warned = [r.getMessage() for r in caplog.records]
+    assert all(any(s["folder"] in w for w in warned) for s in skipped)
+
+
+def test_a_game_with_broken_pddl_is_reported_with_its_path(first_of_family, tmp_path, alfworld_data):
+    task = first_of_family["look_at_obj_in_light"]
+    game = copy_game(alfworld_data, task, tmp_path)
+    data = json.loads((game / "game.tw-pddl").read_text())
+    edit_game(game, pddl_problem=data["pddl_problem"][: len(data["pddl_problem"]) // 2])
+    env = AlfworldSuite(data_dir=str(tmp_path)).make_env()
+    with pytest.raises(DataError) as err:
+        env.reset(options={"task_id": task.task_id, "split": "valid_seen"})
+    assert str(err.value).startswith(f"{game / 'game.tw-pddl'}: the engine cannot load this ALFWorld game")
+    assert "\n" not in str(err.value)
+
+
 def test_missing_split_is_one_clear_data_error(suite, alfworld_data):
     with pytest.raises(DataError) as err:
         suite.tasks("valid_unseen")

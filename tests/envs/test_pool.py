@@ -169,3 +169,67 @@ def test_no_orphans_after_ctrl_c_or_a_dead_parent(alfworld_data, tmp_path, how):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+SLOW_START = textwrap.dedent(
+    """
+    import sys, time
+    from skillmaster.envs.pool import EnvPool
+
+    class SlowSuite:
+        name, categories = "slow", ()
+
+        def make_env(self):
+            time.sleep(float(sys.argv[1]))  # like importing textworld and loading a game: seconds
+            raise SystemExit("never ready")
+
+    if __name__ == "__main__":
+        print("start", flush=True)
+        EnvPool(SlowSuite(), num_envs=2, num_workers=2)
+    """
+)
+
+
+def workers_of(pid: int) -> list[int]:
+    """Spawned worker processes of ``pid`` (not multiprocessing's resource tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    out = []
+    for child in path.read_text().split() if path.is_file() else []:
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(int(child))
+        except OSError:
+            continue
+    return out
+
+
+def test_workers_of_a_killed_stage_go_at_once_and_silently(tmp_path):
+    """Issue #21: SIGKILL of a stage while its workers are busy (here: starting, which takes seconds)
+    used to leave them running until their work ended, then die with BrokenPipeError tracebacks."""
+    script = tmp_path / "slow_pool.py"
+    script.write_text(SLOW_START)
+    busy_s = 20.0
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(busy_s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        deadline = time.monotonic() + 30
+        while len(pids := workers_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pids) == 2
+        time.sleep(1.0)  # the workers are inside make_env now
+        proc.kill()
+        proc.wait(timeout=10)
+        killed = time.monotonic()
+        assert wait_gone(pids, timeout=5.0), f"workers {pids} outlived their parent"
+        assert time.monotonic() - killed < 5.0 < busy_s
+        err = proc.stderr.read()  # EOF only once every worker holding the pipe has exited
+        assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()

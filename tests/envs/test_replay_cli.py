@@ -64,6 +64,21 @@ def test_summarize_replay_by_family():
     assert out["not_won"] == [{"task_id": "x/2", "steps": 2, "error": "boom"}]
 
 
+def test_replay_lists_every_game_not_won_and_says_when_the_table_cuts(capsys):
+    """Issue #21: the list was cut at 20 without a word."""
+    from skillmaster.envs.cli import NOT_WON_SHOWN, _print_replay
+
+    records = [GameRecord(spec(f"x/{i:02d}", "heat"), won=False, steps=1) for i in range(25)]
+    report = summarize_replay("valid_seen", records, [0.001], [0.5], wall_s=1.0)
+    assert len(report["not_won"]) == 25  # --json: all of them
+    report["skipped"] = [{"folder": "/d/x/3", "reason": "/d/x/3: no game.tw-pddl in this game folder"}]
+    _print_replay(report)
+    out = capsys.readouterr().out
+    assert out.count("  not won: ") == NOT_WON_SHOWN == 20
+    assert "… and 5 more games not won (--json lists all 25)" in out
+    assert "skipped (unusable): /d/x/3: no game.tw-pddl in this game folder" in out
+
+
 # --------------------------------------------------------------------------- the commands
 @pytest.mark.alfworld
 def test_replay_wins_a_game_of_every_family(alfworld_data, tmp_path):

@@ -68,8 +68,12 @@ def test_empty_bank_renders_a_placeholder_line():
 
 
 def test_unknown_mode_and_missing_model():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="not a known name; choose one of: template, embedding"):
+        SkillsConfig(retrieval="bm25")  # rejected when the settings load (issue #21)
     with pytest.raises(ConfigError, match=r"skills\.retrieval 'bm25'"):
-        make_retriever(SkillsConfig(retrieval="bm25"))
+        make_retriever(SkillsConfig.model_construct(retrieval="bm25"))  # the registry's own guard
     with pytest.raises(ModelError, match="not-a-model"):
         resolve_embedding_model("not-a-model")
 

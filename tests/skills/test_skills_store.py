@@ -93,6 +93,7 @@ def test_hard_kill_between_write_and_rename_leaves_old_bank_intact(tmp_path, tin
             "general_skills[0].principle: Field required",
         ),
         ('{"common_mistakes": "none"}', "common_mistakes"),
+        ('{"metadata": ' + '{"a": ' * 100_000 + "1" + "}" * 100_001, "nested too deeply"),  # issue #21
     ],
 )
 def test_corrupt_bank_gives_clear_error_and_is_never_overwritten(tmp_path, tiny_bank, content, fault):

@@ -150,6 +150,91 @@ def test_parser_and_scorer_never_raise(text):
     assert isinstance(out.shaping, float)
 
 
+# --------------------------------------------------------------------------- issue #21: a parsed call always saves
+_escapes = st.sampled_from(
+    ["\\ud83d", "\\ude00", "\\ud83d\\ude00", "\\u0000", "\\u00e9", "\\n", "\\\\", '\\"', "\\udfff", "\\ud800"]
+)
+_values = st.lists(st.one_of(_escapes, st.text(alphabet=st.characters(blacklist_characters='"\\'), max_size=6)),
+                   min_size=1, max_size=8).map("".join)  # fmt: skip
+
+
+def _save_everything(text: str, bank: Bank, category: str, folder) -> str:
+    """Everything the review and counterfactual stages write for one reply: the REVIEWS row (parquet),
+    the edit as JSON, and the bank B' of an edit; returns the status."""
+    from skillmaster.skills.bank import load_bank, save_bank
+    from skillmaster.tables import REVIEWS
+
+    out = score_review(text, bank, category, ShapingConfig())
+    row = {
+        "iteration": 1, "task_id": "t", "group_id": 0, "traj_id": "001-0000-00", "family": "f",
+        "category": category, "prompt": "p", "prefix_chars": 0, "response": text, "response_ids": [1],
+        "prompt_tokens": 1, "response_tokens": 1, "tool": out.tool, "arguments": out.arguments_json(),
+        "status": out.status, "shaping": out.shaping, "shaping_flags": out.flags, "skill_id": out.skill_id,
+        "edit": out.edit_json(),
+    }  # fmt: skip
+    REVIEWS.write(REVIEWS.from_rows([row]), folder / "reviews.parquet")
+    assert REVIEWS.read(folder / "reviews.parquet")["edit"][0] == out.edit_json()
+    if out.status in ("added", "updated"):
+        Edit.model_validate_json(out.edit_json())
+        save_bank(out.new_bank, folder / "bank.json")
+        assert load_bank(folder / "bank.json") == out.new_bank
+    return out.status
+
+
+@pytest.mark.parametrize("escape", ["\\ud83d", "\\ude00", "\\udbff", "x\\ud83dy", "\\ude00\\ud83d"])
+def test_unpaired_surrogate_escape_is_a_parse_error_not_a_crash(tmp_path, escape):
+    args = _args(title=None)
+    body = (
+        json.dumps({"name": "propose_skill", "arguments": args})[:-2] + f', "title": "Heat it {escape}"}}}}'
+    )
+    text = f"<think>ok</think><tool_call>{body}</tool_call>"
+    assert text.isascii()
+    assert _save_everything(text, _BANK, "heat", tmp_path) == "parse_error"
+    assert "surrogate" in parse_tool_call(text).error
+    # also inside a JSON-encoded arguments string
+    nested = json.dumps({"name": "keep_skill", "arguments": '{"reason": "x' + escape + '"}'})
+    assert _save_everything(f"<tool_call>{nested}</tool_call>", _BANK, "heat", tmp_path) == "parse_error"
+
+
+def test_a_paired_surrogate_escape_is_a_character(tmp_path):
+    body = json.dumps({"name": "propose_skill", "arguments": _args(title="Heat it \U0001f600")})
+    text = f"<think>ok</think><tool_call>{body}</tool_call>"
+    assert "\\ud83d\\ude00" in text  # json.dumps escapes it as a pair
+    assert _save_everything(text, _BANK, "heat", tmp_path) == "added"
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values, _values, st.sampled_from(["propose_skill", "update_skill", "keep_skill"]))
+def test_a_parsed_call_always_saves(title, principle, tool):
+    """Property: whatever the reply (escapes included), the review row, the edit and the edited bank
+    can all be written and read back."""
+    import tempfile
+    from pathlib import Path
+
+    args = {
+        "propose_skill": {"category": "heat", "title": title, "principle": principle, "when_to_apply": title,
+                          "evidence": principle},
+        "update_skill": {"skill_id": "t", "title": title, "principle": principle, "when_to_apply": "x",
+                         "reason": principle},
+        "keep_skill": {"reason": title},
+    }[tool]  # fmt: skip
+    # build the JSON by hand so that the raw escapes reach the parser as the model wrote them
+    inner = ", ".join(f'"{k}": "{v}"' for k, v in args.items())
+    text = f'<think>r</think><tool_call>{{"name": "{tool}", "arguments": {{{inner}}}}}</tool_call>'
+    with tempfile.TemporaryDirectory() as tmp:
+        assert _save_everything(text, _BANK, "heat", Path(tmp)) in STATUSES
+
+
+@settings(max_examples=200, deadline=None)
+@given(_texts)
+def test_any_reply_always_saves(text):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert _save_everything(text, _BANK, "heat", Path(tmp)) in STATUSES
+
+
 def test_parser_survives_pathological_nesting():
     deep = '<tool_call>{"name": "keep_skill", "arguments": ' + "[" * 100_000 + "</tool_call>"
     assert parse_tool_call(deep).error.startswith("invalid JSON")  # RecursionError inside json is caught

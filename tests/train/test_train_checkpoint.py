@@ -61,6 +61,39 @@ def test_save_checkpoint_writes_the_marker_last_and_never_half_a_folder(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["iter_001"]  # no temporary left behind
 
 
+class _Payload:
+    """A pickle that runs code when loaded (what a tampered .pt file from a remote could hold)."""
+
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path(__import__('os').environ['PWNED']).touch()",))
+
+
+def test_torch_files_load_only_tensors_and_plain_state(tmp_path, monkeypatch):
+    """Issue #21: torch.load(weights_only=False) would run code from a checkpoint file."""
+    import torch
+
+    monkeypatch.setenv("PWNED", str(tmp_path / "pwned"))
+    torch.save({"state": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(DataError, match="holds objects other than tensors and plain values"):
+        load_torch(tmp_path / "evil.pt", "optimizer state")
+    assert not (tmp_path / "pwned").exists()
+    # what the trainer saves loads: AdamW's state and transformers' schedule
+    from transformers import get_scheduler
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    sched = get_scheduler("linear", opt, num_warmup_steps=1, num_training_steps=4)
+    sched.step()
+    save_torch(tmp_path / "opt.pt", opt.state_dict())
+    save_torch(tmp_path / "sched.pt", sched.state_dict())
+    assert torch.equal(
+        load_torch(tmp_path / "opt.pt", "o")["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
+    assert load_torch(tmp_path / "sched.pt", "s")["last_epoch"] == 1
+
+
 def test_torch_files_round_trip_and_corrupt_ones_are_data_errors(tmp_path):
     save_torch(tmp_path / "x.pt", {"a": [1, 2]})
     assert load_torch(tmp_path / "x.pt", "thing") == {"a": [1, 2]}

@@ -177,7 +177,7 @@ def test_next_iteration_continues_adapter_optimizer_and_global_step(
     assert metrics["train/clip_frac"] == 0.0 and metrics["train/ratio_mean"] == pytest.approx(1.0)
     state = read_trainer_state(tmp_path / "iter_002")
     assert state["global_step"] == 3 and state["step"] == 1
-    opt = torch.load(tmp_path / "iter_002" / "optimizer.pt", weights_only=False)
+    opt = torch.load(tmp_path / "iter_002" / "optimizer.pt", weights_only=True)
     assert max(s["step"] for s in opt["state"].values()) == 3  # Adam's step count carried over
 
 

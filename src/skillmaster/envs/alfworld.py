@@ -3,7 +3,10 @@
 Games are read from ``$ALFWORLD_DATA`` (the variable alfworld itself uses; default
 ``~/.cache/alfworld``) in alfworld's layout ``json_2.1.1/<split>/<family>-…/trial_*/game.tw-pddl``,
 with or without ``traj_data.json``. As alfworld's ``AlfredTWEnv`` does, games marked unsolvable,
-games without a ``solvable`` flag, and paths holding ``movable`` or ``Sliced`` are skipped.
+games without a ``solvable`` flag, and paths holding ``movable`` or ``Sliced`` are skipped. A game
+folder that cannot be used (an unreadable game file or ``traj_data.json``, no game file at all) is
+skipped too, with a warning naming it; :func:`skipped_games` lists them for reports. A game whose
+PDDL the engine cannot load fails its reset with an error naming the file.
 
 The environment plays a game on textworld's PDDL backend with alfworld's name demangler, exactly as
 ``AlfredTWEnv`` does, without alfworld's expert (it slows every step several times). Observations
@@ -28,6 +31,7 @@ import contextlib
 import copy
 import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -43,6 +47,8 @@ from skillmaster.config import EnvConfig
 from skillmaster.envs.base import TaskSpec
 from skillmaster.envs.registry import register_env
 from skillmaster.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 DATA_ENV_VAR = "ALFWORLD_DATA"
 ARCHIVES_ENV_VAR = "ALFWORLD_ARCHIVES"
@@ -120,18 +126,34 @@ def _solvable(game: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=16)
-def _scan(split_dir: str, _stamp: int) -> tuple[tuple[str, str], ...]:
-    """``(task_id, family)`` of every playable game under ``split_dir``, sorted by task id."""
+def _scan(split_dir: str, _stamp: int) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """``(task_id, family)`` of every playable game under ``split_dir``, sorted by task id, and
+    ``(folder, reason)`` of every game folder skipped because it cannot be used (warned once)."""
     root = Path(split_dir)
-    found = []
-    for game in sorted(root.glob(f"*/*/{GAME_FILE}")):
-        task_id = game.parent.relative_to(root).as_posix()
+    found, skipped = [], []
+    for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        task_id = folder.relative_to(root).as_posix()
         if _skipped_path(task_id):
             continue
-        family = game_family(game.parent)
-        if family in FAMILY_CATEGORY and _solvable(game):
-            found.append((task_id, family))
-    return tuple(found)
+        game = folder / GAME_FILE
+        try:
+            if not game.is_file():
+                raise DataError(f"{folder}: no {GAME_FILE} in this game folder")
+            family = game_family(folder)
+            if family in FAMILY_CATEGORY and _solvable(game):
+                found.append((task_id, family))
+        except (DataError, OSError) as exc:  # one bad game never stops the split
+            skipped.append((str(folder), str(exc)))
+            log.warning("skipping an ALFWorld game: %s", exc)
+    return tuple(found), tuple(skipped)
+
+
+def skipped_games(data_dir: Path, split: str) -> list[dict[str, str]]:
+    """Game folders of ``split`` that :func:`discover` skipped as unusable: ``{"folder", "reason"}``."""
+    where = data_dir / GAMES_DIR / split
+    if not where.is_dir():
+        return []
+    return [{"folder": f, "reason": r} for f, r in _scan(str(where), where.stat().st_mtime_ns)[1]]
 
 
 def discover(data_dir: Path, split: str, families: tuple[str, ...] | None = None) -> list[TaskSpec]:
@@ -142,7 +164,7 @@ def discover(data_dir: Path, split: str, families: tuple[str, ...] | None = None
     where = data_dir / GAMES_DIR / split
     if not where.is_dir():
         raise DataError(f"ALFWorld split '{split}' not found at {where}: {HOW_TO_GET_DATA}")
-    games = _scan(str(where), where.stat().st_mtime_ns)
+    games, _ = _scan(str(where), where.stat().st_mtime_ns)
     specs = [
         TaskSpec(task_id=tid, family=fam, category=category_of(fam), split=split)
         for tid, fam in games
@@ -301,14 +323,25 @@ class AlfworldEnv:
             raise ValueError("AlfworldEnv.reset needs options={'task_id': ..., 'split': ...}")
         task_id, split = str(options["task_id"]), str(options.get("split") or self.suite.train_split)
         game = self.suite.game_file(task_id, split)
-        with _keep_argv():
-            if self._engine is None:
-                self._engine = start_engine(game, self.suite.data_path)
-            elif game != self._loaded:
-                forget_interned_facts()
-                self._engine.load(str(game))
-            self._loaded = game
-            state = self._engine.reset()
+        try:
+            with _keep_argv():
+                if self._engine is None:
+                    self._engine = start_engine(game, self.suite.data_path)
+                elif game != self._loaded:
+                    forget_interned_facts()
+                    self._engine.load(str(game))
+                self._loaded = game
+                state = self._engine.reset()
+        except OSError:  # the machine (a full disk), not the game
+            self._engine, self._loaded = None, None
+            raise
+        except Exception as exc:  # broken PDDL or grammar: name the file
+            self._engine, self._loaded = None, None
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise DataError(
+                f"{game}: the engine cannot load this ALFWorld game ({type(exc).__name__}: {reason}); "
+                "re-download the games"
+            ) from None
         family = game_family(game.parent)
         self._meta = {
             "task_id": task_id,

@@ -98,8 +98,12 @@ def summarize_replay(
         "wall_s": round(wall_s, 2),
         "not_won": [
             {"task_id": r.task.task_id, "steps": r.steps, "error": r.error} for r in records if not r.won
-        ][:20],
+        ],
     }
+
+
+NOT_WON_SHOWN = 20
+"""The table lists this many games that were not won (``--json`` lists them all)."""
 
 
 @dataclass
@@ -194,8 +198,13 @@ def _print_replay(report: dict[str, Any]) -> None:
         f"{report['steps']} steps: {report['ms_per_step_median']} ms median, {report['ms_per_step_p90']} ms p90; "
         f"reset {report['ms_per_reset_median']} ms median; {report['wall_s']} s in all"
     )
-    for miss in report["not_won"]:
+    for miss in report["not_won"][:NOT_WON_SHOWN]:
         typer.echo(f"  not won: {miss['task_id']} after {miss['steps']} steps {miss['error']}".rstrip())
+    if len(report["not_won"]) > NOT_WON_SHOWN:
+        more = len(report["not_won"]) - NOT_WON_SHOWN
+        typer.echo(f"  … and {more} more games not won (--json lists all {len(report['not_won'])})")
+    for skip in report.get("skipped", []):
+        typer.echo(f"  skipped (unusable): {skip['reason']}")
 
 
 @env_app.command("replay")
@@ -222,6 +231,10 @@ def replay(
         raise ConfigError(f"env '{env}' has no expert walkthroughs to replay; replay works with alfworld")
     tasks = round_robin(suite.tasks(split), limit)
     report = replay_walkthroughs(suite, tasks, num_workers=workers, progress=True)
+    if cfg.name == "alfworld":
+        from skillmaster.envs.alfworld import skipped_games
+
+        report["skipped"] = skipped_games(suite.data_path, split)
     if json_:
         typer.echo(json.dumps(report, indent=2))
     else:

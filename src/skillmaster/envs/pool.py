@@ -16,7 +16,9 @@ Failures end one episode, never the batch:
 
 Workers are started with ``spawn`` (the parent may hold torch and threads; it is never forked),
 are daemonic, ignore SIGINT (the parent handles Ctrl-C and shuts them down) and exit when their
-pipe closes, so a parent that dies leaves no orphans. ``close()`` (or leaving the ``with`` block,
+pipe closes; a watchdog thread also ends a worker within :data:`PARENT_POLL_S` of its parent's
+death even while it is busy (starting its environments, in a long reset), silently. So a parent
+that dies, even by SIGKILL, leaves no orphans and no tracebacks. ``close()`` (or leaving the ``with`` block,
 or garbage collection) stops them; it is idempotent.
 """
 
@@ -25,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import signal
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -38,20 +42,41 @@ from skillmaster.errors import SkillMasterError
 log = logging.getLogger(__name__)
 
 _TIMEOUT = object()
+PARENT_POLL_S = 0.2
+"""How often a worker checks that the process that started it is still alive."""
 _INFO_DEFAULTS: dict[str, Any] = {k: "" for k in INFO_KEYS} | {"admissible_actions": [], "won": False}
 
 
 # --------------------------------------------------------------------------- worker side
-def _worker_main(conn: Connection, suite: EnvSuite, env_ids: list[int]) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """Start a daemon thread that ends this worker at once (``os._exit``: no cleanup, no traceback)
+    when its parent is gone, i.e. when this process has been re-parented."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="skillmaster-parent-watch", daemon=True).start()
+
+
+def _worker_main(
+    conn: Connection, suite: EnvSuite, env_ids: list[int], parent_pid: int | None = None
+) -> None:
     """Serve ``(kind, [(env_id, arg), ...])`` requests until ``close`` or until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:
         envs = {i: suite.make_env() for i in env_ids}
     except BaseException as exc:
         with contextlib.suppress(Exception):
             conn.send(("fatal", exc if _picklable(exc) else RuntimeError(repr(exc))))
         return
-    conn.send(("ready", None))
+    try:
+        conn.send(("ready", None))
+    except (BrokenPipeError, OSError):  # the parent is gone
+        return
     while True:
         try:
             kind, items = conn.recv()
@@ -202,7 +227,10 @@ class EnvPool:
         env_ids = list(range(w, self.num_envs, self.num_workers))
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, self.suite, env_ids), name=f"skillmaster-env-{w}", daemon=True
+            target=_worker_main,
+            args=(child, self.suite, env_ids, os.getpid()),
+            name=f"skillmaster-env-{w}",
+            daemon=True,
         )
         proc.start()
         child.close()  # the worker holds the only copy: its death closes the pipe

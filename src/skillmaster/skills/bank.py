@@ -320,6 +320,8 @@ def parse_bank(data: Any, source: str = "<bank>") -> Bank:
         return Bank.model_validate(data)
     except ValidationError as err:
         raise DataError(f"{source}: not a valid skill bank: {_describe(err)}") from None
+    except RecursionError:
+        raise DataError(f"{source}: not a valid skill bank: nested too deeply") from None
 
 
 def load_bank(path: str | Path) -> Bank:
@@ -332,6 +334,10 @@ def load_bank(path: str | Path) -> Bank:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: skill bank is not valid JSON ({exc}); fix or remove the file") from None
+    except RecursionError:
+        raise DataError(
+            f"{path}: skill bank is nested too deeply to be a bank; fix or remove the file"
+        ) from None
     return parse_bank(data, str(path))
 
 

@@ -106,6 +106,29 @@ class ParsedCall:
     """Number of ``<tool_call>`` blocks (0 when the bare-JSON fallback was used)."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(obj: Any) -> str | None:
+    """The first string (key or value) in a decoded JSON value that holds half a surrogate pair.
+
+    JSON's ``\\uXXXX`` escapes may encode one half of a pair (``"\\ud83d"``); the decoded string is
+    then not valid Unicode and cannot be written as UTF-8 (parquet, JSON, the bank), so such a call
+    is a parse error. Iterative, so deeply nested values cannot exhaust the stack."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def _first_object(text: str, need_name: bool) -> tuple[Any, str]:
     """First JSON value decodable at a '{' of ``text`` (with a "name" key if ``need_name``)."""
     starts = [m.start() for m in re.finditer(r"\{", text)][:_MAX_SCAN]
@@ -143,6 +166,8 @@ def _parse(text: str) -> ParsedCall:
         obj, err = _first_object(_FENCE.sub(" ", text), need_name=True)
     if err:
         return ParsedCall(None, None, err, tagged, n_calls)
+    if _lone_surrogate(obj) is not None:
+        return ParsedCall(None, None, "invalid JSON (an unpaired surrogate escape)", tagged, n_calls)
     if not isinstance(obj, dict):
         return ParsedCall(None, None, "tool call is not a JSON object", tagged, n_calls)
     name = obj.get("name")
@@ -153,6 +178,8 @@ def _parse(text: str) -> ParsedCall:
         try:
             args = json.loads(args)
         except (ValueError, RecursionError):
+            return ParsedCall(name.strip(), None, "arguments string is not JSON", tagged, n_calls)
+        if _lone_surrogate(args) is not None:
             return ParsedCall(name.strip(), None, "arguments string is not JSON", tagged, n_calls)
     if not isinstance(args, dict):
         return ParsedCall(name.strip(), None, "arguments are not a JSON object", tagged, n_calls)

@@ -16,6 +16,7 @@ from typing import Any
 
 from skillmaster.config import Config
 from skillmaster.errors import ConfigError
+from skillmaster.io import check_writable
 from skillmaster.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ STAGE_MODULES: dict[str, str] = {
     "report": "report",
 }
 ITERATION_STAGES = ("collect", "review", "counterfactual", "train", "evaluate")
+UNTRACKED_STAGES = ("model", "bank-init", "sft-data")
+"""Stages that log nothing to MLflow; every other stage opens the tracker before its work, so an
+unusable MLflow store fails the stage at once, not after the model has loaded and played."""
 
 StageFn = Callable[["StageContext"], dict[str, Any]]
 _REGISTRY: dict[str, StageFn] = {}
@@ -75,6 +79,23 @@ def get_stage(name: str) -> StageFn:
     return _REGISTRY[name]
 
 
+def stage_outputs(name: str, cfg: Config, iteration: int, root: Path) -> list[Path]:
+    """The files and folders stage ``name`` of ``iteration`` writes (outs and metrics of its DVC stage)."""
+    # through importlib: where outputs go is not a code dependency of the stages (dvc.yaml's deps
+    # follow import statements, and the plan's module would make every stage depend on it)
+    stage_plan = importlib.import_module("skillmaster.pipeline").stage_plan
+    try:
+        plan = stage_plan(cfg, root)
+    except ConfigError:  # e.g. a missing accelerate config: reported where it matters
+        return []
+    return [
+        root / out
+        for spec in plan
+        if spec.stage == name and spec.iteration == iteration
+        for out in (*spec.outs, *spec.metrics)
+    ]
+
+
 def run_stage(
     name: str,
     cfg: Config,
@@ -95,6 +116,7 @@ def run_stage(
             f"got {iteration}"
         )
     fn = get_stage(name)
+    check_writable(stage_outputs(name, cfg, iteration, root))
     owned = shared is None  # a caller that passes `shared` keeps what the stage opens (flows)
     ctx = StageContext(
         cfg=cfg,
@@ -107,6 +129,8 @@ def run_stage(
     from skillmaster.tracking import tracking_seconds
 
     start, tracked = time.perf_counter(), tracking_seconds()
+    if name not in UNTRACKED_STAGES:
+        ctx.tracker  # noqa: B018  (opens the MLflow run now: fail early)
     try:
         metrics = fn(ctx) or {}
     finally:

@@ -20,7 +20,7 @@ def bank_init_stage(ctx: StageContext) -> dict:
         from skillmaster.envs.registry import make_suite
 
         bank = empty_bank(make_suite(ctx.cfg.env).categories)
-    out = ctx.paths.bank(0)
-    out.unlink(missing_ok=True)  # a fresh start, not an edit of an older bank
-    save_bank(bank, out)
+    # written over the previous bank atomically (kept as iter_000.prev.json); never deleted first, so a
+    # failed write (a full disk) leaves the previous bank in place
+    save_bank(bank, ctx.paths.bank(0))
     return bank_stats(bank)

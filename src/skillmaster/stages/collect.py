@@ -26,6 +26,8 @@ from skillmaster.rollout.metrics import rollout_metrics
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
+    MAX_ENV_ERROR_SHARE,
+    check_env_errors,
     load_bank_at,
     load_policy,
     make_pool,
@@ -76,6 +78,8 @@ def collect_shard(
         steps, trajs = collect_episodes(
             policy, pool, episodes, settings, retriever, desc=f"collect it{it} shard {shard}"
         )
+    if (trajs["end_reason"] == "error").sum() > MAX_ENV_ERROR_SHARE * trajs.height:
+        return steps, trajs  # not kept for a resume: the stage fails on it (check_env_errors)
     with atomic_dir(state) as tmp:
         STEPS.write(steps, tmp / "steps.parquet")
         TRAJECTORIES.write(trajs, tmp / "trajectories.parquet")
@@ -112,8 +116,11 @@ def collect_stage(ctx: StageContext) -> dict:
         parts = map_shards(cfg, run_collect_shard, args)
     steps = pl.concat([p[0] for p in parts]) if parts else STEPS.empty()
     trajs = pl.concat([p[1] for p in parts]) if parts else TRAJECTORIES.empty()
-    STEPS.write(steps, ctx.paths.steps(it))
-    TRAJECTORIES.write(trajs, ctx.paths.trajectories(it))
+    check_env_errors(trajs, f"collect (iteration {it})")
+    out = ctx.paths.collect_dir(it)
+    with atomic_dir(out) as tmp:  # both tables or neither: a failed write keeps the previous pair
+        STEPS.write(steps, tmp / ctx.paths.steps(it).relative_to(out))
+        TRAJECTORIES.write(trajs, tmp / ctx.paths.trajectories(it).relative_to(out))
     shutil.rmtree(ctx.paths.stage_state("collect", it), ignore_errors=True)
     metrics = rollout_metrics(trajs, steps)
     policy = ctx.shared.get("policy")

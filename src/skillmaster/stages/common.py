@@ -7,9 +7,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from skillmaster.config import flatten
 from skillmaster.envs.base import TaskSpec
-from skillmaster.errors import DataError
+from skillmaster.errors import DataError, EnvFailure
 from skillmaster.io import atomic_dir, write_json
 from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.seeding import derive_seed
@@ -43,8 +45,22 @@ def write_pointer(folder: Path, target: Path | None) -> None:
 
 def policy_base(ctx: StageContext) -> Path:
     """The weights every iteration's LoRA adapter attaches to, and the KL reference: the merged SFT
-    model when the cold start is on (as verl anchors to the SFT policy), else the base model."""
-    return ctx.paths.sft_model if ctx.cfg.sft.enabled else ctx.paths.base_model
+    model when the cold start is on (as verl anchors to the SFT policy), else the base model.
+
+    Never falls back silently: with ``sft.enabled`` a missing ``models/sft`` is an error, since an
+    adapter trained on the SFT weights means nothing on the base weights."""
+    from skillmaster.modeling import ensure_model_dir
+
+    if not ctx.cfg.sft.enabled:
+        return ctx.paths.base_model
+    ensure_model_dir(ctx.paths.base_model)  # the first thing to prepare gets the first error
+    sft = ctx.paths.sft_model
+    if not ((sft / "config.json").is_file() and (sft / COMPLETE_MARKER).is_file()):
+        raise DataError(
+            f"{sft}: the SFT model is missing or incomplete while sft.enabled is true; run the sft stage "
+            "first (or set sft.enabled: false to use the base model)"
+        )
+    return sft
 
 
 def policy_dir_at(ctx: StageContext, iteration: int) -> Path | None:
@@ -134,6 +150,50 @@ def make_pool(ctx: StageContext, num_envs: int, max_steps: int | None = None):
 
     workers = max(1, min(ctx.cfg.rollout.num_workers, num_envs))
     return EnvPool(suite_of(ctx, max_steps), num_envs=num_envs, num_workers=workers)
+
+
+# --------------------------------------------------------------------------- input and output checks
+MAX_ENV_ERROR_SHARE = 0.5
+"""A stage fails, before writing anything, when more than this share of its episodes ended in an
+environment error (``end_reason == "error"``: a reset or step failed, a worker died)."""
+
+
+def check_env_errors(trajs: pl.DataFrame, what: str) -> None:
+    """Raise :class:`EnvFailure` when most of ``trajs`` ended in an environment error (see
+    :data:`MAX_ENV_ERROR_SHARE`), so that a broken environment never yields a "successful" stage."""
+    errors = trajs.filter(pl.col("end_reason") == "error")
+    if trajs.height and errors.height > MAX_ENV_ERROR_SHARE * trajs.height:
+        first = (errors["error"][0] or "no message").strip().splitlines()[0][:240]
+        raise EnvFailure(
+            f"{what}: {errors.height} of {trajs.height} episodes ended in an environment error "
+            f"(first: {first}); nothing was written, fix the cause (disk space, games, workers) and rerun"
+        )
+
+
+def check_collection(trajs: pl.DataFrame, steps: pl.DataFrame, source: Path) -> None:
+    """The STEPS and TRAJECTORIES tables of ``source`` belong together: trajectories exist and are
+    unique, and every trajectory has exactly ``length`` step rows (no step points at an unknown
+    trajectory). Checked before a stage loads the model."""
+    if trajs.height == 0:
+        raise DataError(f"{source}: the trajectories table is empty; rerun the collect stage")
+    dup = trajs["traj_id"].is_duplicated()
+    if dup.any():
+        raise DataError(
+            f"{source}: trajectory {trajs['traj_id'].filter(dup)[0]!r} appears twice; rerun the collect stage"
+        )
+    counts = dict(steps.group_by("traj_id").len().iter_rows())
+    for tid, length in trajs.select("traj_id", "length").iter_rows():
+        rows = counts.pop(tid, 0)
+        if rows != length:
+            raise DataError(
+                f"{source}: trajectory {tid!r} has {length} steps but the steps table holds {rows} rows "
+                "for it; rerun the collect stage"
+            )
+    if counts:
+        raise DataError(
+            f"{source}: the steps table holds rows of trajectories that do not exist ({sorted(counts)[0]!r}); "
+            "rerun the collect stage"
+        )
 
 
 # --------------------------------------------------------------------------- metrics

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import polars as pl
 
+from skillmaster.errors import DataError
+from skillmaster.io import atomic_dir
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
+    check_env_errors,
     load_bank_at,
     load_policy,
     make_pool,
@@ -76,7 +79,30 @@ def run_probes(ctx: StageContext, plan, bank) -> pl.DataFrame:
         _, trajs = collect_episodes(
             policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}"
         )
+    check_env_errors(trajs, f"counterfactual probes (iteration {it})")
     return trajs
+
+
+def check_reviews(ctx: StageContext, reviews: pl.DataFrame) -> None:
+    """The reviews table is one the review stage wrote: not empty when reviews are on, and every
+    added/updated row carries a readable edit (checked before any model loads)."""
+    from pydantic import ValidationError
+
+    from skillmaster.skills.bank import Edit
+
+    source = ctx.paths.reviews(ctx.iteration)
+    if ctx.cfg.review.enabled and reviews.height == 0:
+        raise DataError(
+            f"{source}: the reviews table is empty while review.enabled is true; rerun the review stage"
+        )
+    for row in reviews.filter(pl.col("status").is_in(EDIT_STATUSES)).iter_rows(named=True):
+        try:
+            Edit.model_validate_json(row["edit"])
+        except ValidationError:
+            raise DataError(
+                f"{source}: review {row['traj_id']!r} has status {row['status']} but no readable edit; "
+                "rerun the review stage"
+            ) from None
 
 
 @register("counterfactual")
@@ -88,6 +114,7 @@ def counterfactual_stage(ctx: StageContext) -> dict:
     cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual
     bank = load_bank_at(ctx, it - 1)
     reviews = REVIEWS.read(ctx.paths.reviews(it))
+    check_reviews(ctx, reviews)
     candidates = reviews.filter(pl.col("status").is_in(EDIT_STATUSES)).sort("traj_id")
     n_scored = 0 if not cf.enabled else min(candidates.height, cf.max_edits or candidates.height)
     plan = probe_plan(ctx, candidates.head(n_scored), bank)
@@ -132,11 +159,11 @@ def counterfactual_stage(ctx: StageContext) -> dict:
     for r, d in zip(rows, decisions, strict=True):
         r["committed"] = d.committed
     edits = EDITS.from_rows(rows)
-    EDITS.write(edits, ctx.paths.edits(it))
-    TRAJECTORIES.write(probes, ctx.paths.probe_steps(it))
-    out = ctx.paths.bank(it)
-    out.unlink(missing_ok=True)
-    save_bank(new_bank, out)
+    folder = ctx.paths.counterfactual_dir(it)
+    with atomic_dir(folder) as tmp:  # both tables or neither
+        EDITS.write(edits, tmp / ctx.paths.edits(it).relative_to(folder))
+        TRAJECTORIES.write(probes, tmp / ctx.paths.probe_steps(it).relative_to(folder))
+    save_bank(new_bank, ctx.paths.bank(it))  # atomic; the bank it replaces is kept (.prev.json)
     metrics = {
         **commit_stats(scored_edits, decisions),
         "probe_episodes": probes.height,

@@ -2,7 +2,12 @@
 
 Iteration N evaluates the policy and bank in force after N (iteration 0: the starting policy and
 bank). The games are the same in every iteration (seeded by the split, stratified over families)
-and so is the sampling seed, so iterations compare on paired episodes.
+and so are the episode ids (``<split>-<condition>-<game>``, no iteration in them) that seed each
+episode's sampling, so iterations compare on paired episodes.
+
+The splits are resolved before the policy loads, and a split most of whose episodes end in an
+environment error fails the stage before anything is written
+(:func:`~skillmaster.stages.common.check_env_errors`).
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from typing import Any
 import polars as pl
 
 from skillmaster.config import Config
+from skillmaster.modeling import ensure_model_dir
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.rollout.metrics import rollout_metrics
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
+    check_env_errors,
     load_bank_at,
     load_policy,
     make_pool,
+    policy_base,
     retriever_of,
     stratified_tasks,
     suite_of,
@@ -42,17 +50,26 @@ def eval_conditions(cfg: Config, no_skills_only: bool = False) -> list[str]:
     return out
 
 
+def eval_traj_id(split: str, condition: str, game: int) -> str:
+    """Id of an evaluation episode: the same in every iteration, so its sampling seed is too (paired)."""
+    return f"{split}-{condition}-{game:04d}"
+
+
+def eval_tasks(ctx: StageContext, splits: list[str], limit: int | None) -> dict[str, list]:
+    """The games of each split (resolved before any model loads, so a wrong split fails fast)."""
+    return {split: stratified_tasks(suite_of(ctx).tasks(split), limit, ctx.cfg.seed) for split in splits}
+
+
 def evaluate(
     ctx: StageContext, policy, bank, splits: list[str], conditions: list[str], limit: int | None
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Play every (split, condition, game) once; returns the episodes and their metrics."""
     cfg = ctx.cfg
     frames, metrics = [], {}
-    for split in splits:
-        tasks = stratified_tasks(suite_of(ctx).tasks(split), limit, cfg.seed)
+    for split, tasks in eval_tasks(ctx, splits, limit).items():
         episodes = [
             EpisodeSpec(
-                f"{ctx.iteration:03d}-{split}-{cond}-{i:04d}",
+                eval_traj_id(split, cond, i),
                 task,
                 i,
                 ctx.iteration,
@@ -72,6 +89,7 @@ def evaluate(
             _, trajs = collect_episodes(
                 policy, pool, episodes, settings, retriever_of(ctx), desc=f"eval {split} it{ctx.iteration}"
             )
+        check_env_errors(trajs, f"evaluate (iteration {ctx.iteration}, split {split})")
         frames.append(trajs)
         metrics[split] = {
             cond: rollout_metrics(trajs.filter(pl.col("condition") == cond)) for cond in conditions
@@ -84,6 +102,8 @@ def evaluate(
 def evaluate_stage(ctx: StageContext) -> dict:
     cfg, it = ctx.cfg, ctx.iteration
     bank = load_bank_at(ctx, it) if cfg.skills.enabled else None
+    ensure_model_dir(policy_base(ctx))  # the weights, then the games, are checked before the model loads
+    eval_tasks(ctx, cfg.eval.splits, cfg.eval.limit)
     policy = load_policy(ctx, it)
     episodes, metrics = evaluate(ctx, policy, bank, cfg.eval.splits, eval_conditions(cfg), cfg.eval.limit)
     TRAJECTORIES.write(episodes, ctx.paths.eval_dir(it) / "episodes.parquet")
@@ -106,16 +126,14 @@ def evaluate_checkpoint(
     from skillmaster.agent.generation import open_policy
     from skillmaster.paths import Paths
     from skillmaster.skills.bank import load_bank
-    from skillmaster.stages.common import policy_base, resolve_policy
+    from skillmaster.stages.common import resolve_policy
 
     ctx = StageContext(cfg=cfg, iteration=0, paths=Paths(root), root=root)
     adapter = resolve_policy(checkpoint) if checkpoint is not None else None
-    base = policy_base(ctx)
-    if not (base / "config.json").is_file():
-        base = ctx.paths.base_model
-    bank = (
-        None if no_skills else load_bank(bank_path) if bank_path else None
-    )  # bad input fails before the engine starts
+    # models/sft when sft.enabled, and then an error when it is missing (no fallback to models/base)
+    base = ensure_model_dir(policy_base(ctx))
+    bank = None if no_skills else load_bank(bank_path) if bank_path else None
+    eval_tasks(ctx, [split], limit)  # bad input fails before the engine starts
     policy = open_policy(cfg, base, adapter, root)
     conditions = ["eval_skills"] if bank is not None else ["eval_no_skills"]
     try:

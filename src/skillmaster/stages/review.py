@@ -13,7 +13,7 @@ import polars as pl
 from skillmaster.agent.prompts import PromptParts, apply_chat_template
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
-from skillmaster.stages.common import load_bank_at, load_policy, write_metrics
+from skillmaster.stages.common import check_collection, load_bank_at, load_policy, write_metrics
 from skillmaster.tables import REVIEWS, STEPS, TRAJECTORIES
 
 
@@ -60,6 +60,7 @@ def review_stage(ctx: StageContext) -> dict:
         return metrics
     trajs = TRAJECTORIES.read(ctx.paths.trajectories(it))
     steps = STEPS.read(ctx.paths.steps(it))
+    check_collection(trajs, steps, ctx.paths.collect_dir(it))  # before the model loads
     bank = load_bank_at(ctx, it - 1)
     policy = load_policy(ctx, it - 1)
     prompts = review_prompts(ctx, trajs, steps, policy.tokenizer)

@@ -20,7 +20,14 @@ from skillmaster.agent.expert import SearchingExpert, expert_review
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
-from skillmaster.stages.common import load_bank_at, make_pool, retriever_of, stratified_tasks, suite_of
+from skillmaster.stages.common import (
+    check_env_errors,
+    load_bank_at,
+    make_pool,
+    retriever_of,
+    stratified_tasks,
+    suite_of,
+)
 from skillmaster.tables import SFT_SAMPLES
 
 
@@ -64,6 +71,7 @@ def sft_data_stage(ctx: StageContext) -> dict:
 
     cfg = ctx.cfg
     steps, trajs = replay_walkthroughs(ctx, cfg.sft.split, cfg.sft.num_games)
+    check_env_errors(trajs, "sft-data (walkthrough replay)")
     won = trajs.filter(pl.col("won"))
     steps = steps.join(won.select("traj_id", "family"), on="traj_id")
     rows = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from skillmaster.io import write_json
 from skillmaster.stages import StageContext, register
-from skillmaster.stages.common import policy_base, policy_dir_at, write_pointer
+from skillmaster.stages.common import check_collection, policy_base, policy_dir_at, write_pointer
 from skillmaster.tables import EDITS, REVIEWS, STEPS, TRAJECTORIES
 
 
@@ -28,10 +28,12 @@ def train_stage(ctx: StageContext) -> dict:
         metrics = {"enabled": False}
         write_json(paths.metrics(it, "train"), metrics)
         return metrics
+    steps, trajs = STEPS.read(paths.steps(it)), TRAJECTORIES.read(paths.trajectories(it))
+    check_collection(trajs, steps, paths.collect_dir(it))  # before the model loads
     metrics = train_iteration(
         cfg,
-        STEPS.read(paths.steps(it)),
-        TRAJECTORIES.read(paths.trajectories(it)),
+        steps,
+        trajs,
         REVIEWS.read(paths.reviews(it)),
         EDITS.read(paths.edits(it)),
         init_policy=previous,

@@ -98,10 +98,23 @@ def save_torch(path: Path, obj: Any) -> None:
 
 
 def load_torch(path: Path, what: str) -> Any:
+    """A ``.pt`` file of this project (optimizer and scheduler state, log-probs): tensors and plain
+    values only (``weights_only``), so a file from a DVC remote or an MLflow store cannot run code."""
+    import pickle
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # not a pickle of code: a corrupt file
+            raise DataError(
+                f"{path}: {what} cannot be read (UnpicklingError); delete it to start over"
+            ) from None
+        raise DataError(
+            f"{path}: {what} holds objects other than tensors and plain values, so it is not loaded; "
+            "delete it to start over"
+        ) from None
     except Exception as exc:  # torch raises several types for corrupt files
         raise DataError(
             f"{path}: {what} cannot be read ({type(exc).__name__}); delete it to start over"

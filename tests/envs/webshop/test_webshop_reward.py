@@ -96,20 +96,31 @@ def test_wrong_type_zero(make_env, headphones):
     assert (reward, info["score"], info["purchase"]["r_type"]) == (0.0, 0.0, 0.0)
 
 
-def test_size_must_match_exactly(make_env, world, find_goal):
+def test_size_is_fuzzy_in_webshop_and_exact_in_the_unmerged_pr(make_env, world, find_goal):
     idx = find_goal("B09GL561XH", {"color": "black", "fit type": "men", "size": "x-large"})
     task = f"goal_{idx}"
     _, _, _, _, info = buy(make_env, task, "men's t-shirt", "B09GL561XH", "black", "men", "x-large")
     assert info["score"] == 1.0  # (7 + 3 + 1) / (7 + 3 + 1)
-    _, _, _, _, info = buy(make_env, task, "men's t-shirt", "B09GL561XH", "black", "men", "large")
-    # "large" vs goal "x-large": size is matched exactly (fuzzy would say 100) and "large" is not in
-    # the product's text → options 2/3. score = (7 + 2 + 1) / 11
-    assert info["score"] == pytest.approx(10 / 11)
-    # verl-agent's copy iterates goal_options.items(): ("size", "x-large") → "size x large" ⊇ "large" → 100
+    # WebShop's main branch (the default, = verl-agent's copy) iterates goal_options.items():
+    # ("size", "x-large") → "size x large" ⊇ "large" → token_set_ratio 100, so "large" counts
+    for scorer in ("webshop", "verl-agent"):
+        _, _, _, _, info = buy(
+            make_env, task, "men's t-shirt", "B09GL561XH", "black", "men", "large", option_scorer=scorer
+        )
+        assert info["score"] == 1.0
+    # the unmerged PR matches size exactly, and "large" is not in the product's text → options 2/3:
+    # score = (7 + 2 + 1) / 11
     _, _, _, _, info = buy(
-        make_env, task, "men's t-shirt", "B09GL561XH", "black", "men", "large", option_scorer="verl-agent"
+        make_env,
+        task,
+        "men's t-shirt",
+        "B09GL561XH",
+        "black",
+        "men",
+        "large",
+        option_scorer="unmerged-pr-exact-size",
     )
-    assert info["score"] == 1.0
+    assert info["score"] == pytest.approx(10 / 11)
 
 
 def test_score_is_the_same_for_a_seed(make_env, headphones):
@@ -187,18 +198,26 @@ def test_token_set_ratio_by_hand(a, b, score):
     assert token_set_ratio(a, b) == score
 
 
-def test_every_goal_scores_one_for_its_own_product_and_options(world):
+def test_every_goal_scores_one_for_its_own_product_and_options_in_the_unmerged_pr(world):
     for goal in world.goals:
         product = world.by_asin[goal.asin]
-        got = score_purchase(product, goal, world.prices[goal.asin], goal.goal_options, content_words)
+        got = score_purchase(
+            product, goal, world.prices[goal.asin], goal.goal_options, content_words, "unmerged-pr-exact-size"
+        )
         assert got.score == 1.0, goal.instruction_text
 
 
-def test_verl_agent_copy_misses_colors_inside_option_values(world, find_goal):
-    # verl-agent's copy normalises bought values ("peppermint" → "mint", a WebShop color) but not the
-    # goal's (name, value) pairs, so the target itself cannot reach 1: (2 + 1 + 1) / (2 + 2 + 1) = 0.8
+def test_webshop_rule_misses_colors_inside_option_values(world, find_goal):
+    # WebShop's main branch (and verl-agent's copy) normalises bought values ("peppermint" → "mint", a
+    # WebShop color) but not the goal's (name, value) pairs, so the target itself cannot reach 1:
+    # (2 + 1 + 1) / (2 + 2 + 1) = 0.8
     goal = world.goals[find_goal("B07DJJXGB5", {"scent": "peppermint", "size": "8 ounce"})]
     product, price = world.by_asin[goal.asin], world.prices[goal.asin]
-    got = score_purchase(product, goal, price, goal.goal_options, content_words, "verl-agent")
-    assert got.n_option == 1 and got.score == pytest.approx(0.8)
-    assert score_purchase(product, goal, price, goal.goal_options, content_words).score == 1.0
+    for scorer in ("webshop", "verl-agent"):
+        got = score_purchase(product, goal, price, goal.goal_options, content_words, scorer)
+        assert got.n_option == 1 and got.score == pytest.approx(0.8)
+    assert score_purchase(product, goal, price, goal.goal_options, content_words).score == pytest.approx(0.8)
+    unmerged = score_purchase(
+        product, goal, price, goal.goal_options, content_words, "unmerged-pr-exact-size"
+    )
+    assert unmerged.score == 1.0

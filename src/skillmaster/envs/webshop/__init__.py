@@ -14,8 +14,10 @@ Where it differs from WebShop, and why:
   category, query listings used for data collection) are plain text here;
 - type reward: title nouns from spaCy when an English pipeline is installed, else content words
   (:mod:`.nouns`);
-- option score: WebShop's current rule by default; the variant in verl-agent's copy of WebShop
-  (which SkillMaster's runs used) is ``option_scorer="verl-agent"``;
+- option score: WebShop's main-branch rule by default (``option_scorer="webshop"``; verl-agent's
+  copy, which SkillMaster's runs used, is the same rule, also named ``"verl-agent"``); an unmerged
+  WebShop pull request's variant (exact size matching, per bought option) is
+  ``option_scorer="unmerged-pr-exact-size"``;
 - randomness: one generator seeded with 233 draws prices, price bounds and the goal shuffle, so
   goals are the same on every machine (WebShop seeds only the shuffle);
 - bad data: unparsable price pieces are skipped and ASINs missing from the attribute file get no

@@ -3,8 +3,10 @@
 WebShop tags titles with spaCy and keeps tokens tagged ``NOUN`` or ``PROPN`` (lower-cased).
 spaCy's English pipelines are model weights that are not on PyPI, so the extractor is a registry:
 
-- ``spacy``: WebShop's rule, with the first installed pipeline of ``en_core_web_lg`` (WebShop's
-  goal.py) and ``en_core_web_sm`` (WebShop's setup.sh and verl-agent);
+- ``spacy``: WebShop's rule, with the first installed pipeline of ``en_core_web_sm`` (what
+  ``goal.py`` loads on WebShop's main branch and in verl-agent's copy, and what WebShop's
+  ``setup.sh`` downloads) and ``en_core_web_lg`` (what earlier revisions of ``goal.py``, and the
+  unmerged pull request's version, load);
 - ``content-words``: every alphabetic word of two or more letters that is not an English stop
   word. Titles are written in Title Case, which a tagger mostly tags ``PROPN``, so this keeps
   about the same words; it also keeps adjectives, which the tagger drops.
@@ -22,7 +24,8 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 
 from skillmaster.errors import ConfigError
 
-SPACY_MODELS = ("en_core_web_lg", "en_core_web_sm")
+SPACY_MODELS = ("en_core_web_sm", "en_core_web_lg")
+"""WebShop's main branch (``en_core_web_sm``) first, then its earlier pipeline."""
 NOUN_TAGS = ("PNOUN", "NOUN", "PROPN")
 _WORD = re.compile(r"[a-z]+")
 _STOP = frozenset(STOPWORDS_EN_PLUS)

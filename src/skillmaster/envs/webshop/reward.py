@@ -6,7 +6,7 @@ For a purchase of ``product`` with ``options`` at ``price`` against ``goal``::
 
 - ``n_attr``: goal attributes matched by a product attribute with ``token_set_ratio > 85``, or
   found verbatim in the title, the bullet points or the description;
-- ``n_option``: option matches (two variants, :data:`OPTION_SCORERS`);
+- ``n_option``: option matches (:data:`OPTION_SCORERS`: WebShop's main-branch rule by default);
 - ``r_type`` ∈ {0, 0.1, 0.5, 1}: from the query match, the product-category match (two shared
   ``›`` levels) and ``title_score``, the share of the goal title's nouns found among the bought
   title's nouns (:func:`type_reward`).
@@ -111,8 +111,24 @@ def _goal_option_values(goal: Goal) -> list[Any]:
 
 
 def option_matches_webshop(product: Product, goal: Goal, options: Mapping[str, str]) -> int:
-    """WebShop (princeton-nlp main): each bought option counts once if it matches a goal option —
-    exactly for ``size``, fuzzily otherwise — or appears verbatim in the product's text."""
+    """WebShop's rule (princeton-nlp/WebShop main branch, and the copy inside verl-agent that
+    SkillMaster's runs used): each goal option counts once if some bought value matches it
+    fuzzily (``token_set_ratio > 85``). ``get_reward`` passes ``goal_options.items()``, so a
+    synthetic goal's option is the pair ``(name, value)``: its value when that value is exactly a
+    WebShop color, else the pair's text ``"('size', 'large')"``, whose tokens include the option
+    name. Human goals' option lists are compared value by value."""
+    opts = goal.goal_options
+    wanted = [normalize_color(x) for x in (opts.items() if isinstance(opts, Mapping) else opts)]
+    bought = [normalize_color(v) for v in options.values()]
+    return sum(any(_fuzzy(b, w) for b in bought) for w in wanted)
+
+
+def option_matches_unmerged_pr(product: Product, goal: Goal, options: Mapping[str, str]) -> int:
+    """The variant of an unmerged WebShop pull request (never on WebShop's main branch): each
+    *bought* option counts once if it matches a goal option value — exactly for ``size``, fuzzily
+    otherwise — or appears verbatim in the product's text. It scores every goal's own product and
+    options 1, which the main-branch rule does not always do (a color inside a value such as
+    "peppermint" normalises on one side only)."""
     wanted = [normalize_color(v) for v in _goal_option_values(goal)]
     n = 0
     for name, value in options.items():
@@ -125,21 +141,14 @@ def option_matches_webshop(product: Product, goal: Goal, options: Mapping[str, s
     return n
 
 
-def option_matches_verl_agent(product: Product, goal: Goal, options: Mapping[str, str]) -> int:
-    """The copy of WebShop inside verl-agent (the one SkillMaster's runs used): each goal option
-    counts once if some bought value matches it fuzzily. It iterates ``goal_options.items()``, so
-    a goal option is the pair ``(name, value)``: its value when that value is exactly a WebShop
-    color, else the pair's text ``"('size', 'large')"`` (the option name joins the tokens)."""
-    opts = goal.goal_options
-    wanted = [normalize_color(x) for x in (opts.items() if isinstance(opts, Mapping) else opts)]
-    bought = [normalize_color(v) for v in options.values()]
-    return sum(any(_fuzzy(b, w) for b in bought) for w in wanted)
-
-
 OPTION_SCORERS: dict[str, Callable[[Product, Goal, Mapping[str, str]], int]] = {
     "webshop": option_matches_webshop,
-    "verl-agent": option_matches_verl_agent,
+    "verl-agent": option_matches_webshop,
+    "unmerged-pr-exact-size": option_matches_unmerged_pr,
 }
+"""Option rule by name: ``webshop`` (the default) is WebShop's main branch, which verl-agent's copy
+equals (``verl-agent`` is the same rule under the name of that copy); ``unmerged-pr-exact-size`` is
+the unmerged pull request's variant (:func:`option_matches_unmerged_pr`)."""
 
 
 def score_purchase(
