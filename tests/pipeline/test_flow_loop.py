@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.model, pytest.mark.alfworld, pytest.mark.server]
 # one task (a group of G=2 rollouts) and one eval game: the shortest run that still goes through
 # every stage (test_sharded_rollout and test_eval_stage cover larger batches)
 FLOW_SETTINGS = {
-    "rollout": {"num_tasks": 1},
+    "rollout": {"num_tasks": 1, "engine": "vllm", "vllm": {"kv_cache_gib": 1}},
     "eval": {"limit": 1},
     "tracking": {"enabled": True, "experiment": "flow-test"},
 }
@@ -83,6 +83,17 @@ def test_flow_runs_every_stage_of_the_plan(flow_run):
     assert not any(r.get("skipped") for r in results.values())
     assert results["collect-iter_001"]["episodes"] == 2  # B=1 task x G=2
     assert results["report"]["iterations"] == 1
+
+
+def test_one_engine_serves_the_whole_flow_and_takes_the_trained_weights_in_place(flow_run):
+    """The flow's stages share its process: one vLLM engine starts (at evaluate-iter_000) and, after
+    train-iter_001, loads the new policy in place for evaluate-iter_001 instead of starting again."""
+    _, _, results = flow_run
+    first, last = results["evaluate-iter_000"]["generation"], results["evaluate-iter_001"]["generation"]
+    assert first["engine"] == last["engine"] == "vllm"
+    assert first["engine_starts"] == last["engine_starts"] == 1
+    assert first["weight_updates"] == 0 and last["weight_updates"] == 1
+    assert results["collect-iter_001"]["generation"]["weight_updates"] == 0  # same policy as evaluate@0
 
 
 def test_dvc_sees_every_stage_recorded(flow_run):

@@ -20,6 +20,7 @@ TINY: dict[str, Any] = {
     "model": {"dtype": "float32", "device": "cpu", "num_threads": 1},
     "env": {"max_steps": 2},
     "rollout": {
+        "engine": "hf",  # the pipeline mechanics; the vLLM engine has its own tests and the flow test
         "num_tasks": 2,
         "group_size": 2,
         "max_new_tokens": 16,

@@ -123,8 +123,5 @@ def collect_stage(ctx: StageContext) -> dict:
         TRAJECTORIES.write(trajs, tmp / ctx.paths.trajectories(it).relative_to(out))
     shutil.rmtree(ctx.paths.stage_state("collect", it), ignore_errors=True)
     metrics = rollout_metrics(trajs, steps)
-    policy = ctx.shared.get("policy")
-    if policy is not None:
-        metrics["generation"] = policy.stats.as_dict()
     write_metrics(ctx, "collect", metrics)
     return metrics

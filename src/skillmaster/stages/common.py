@@ -200,7 +200,13 @@ def check_collection(trajs: pl.DataFrame, steps: pl.DataFrame, source: Path) -> 
 def write_metrics(
     ctx: StageContext, stage: str, metrics: dict[str, Any], log_prefix: str | None = None
 ) -> Path:
-    """Write ``metrics/iter_NNN/<stage>.json`` (DVC metrics) and log the numbers to MLflow."""
+    """Write ``metrics/iter_NNN/<stage>.json`` (DVC metrics) and log the numbers to MLflow. A stage
+    that generated also records its engine's counters (``generation``: engine, starts and their
+    seconds, weight updates, tokens, prefix-cache hit rate; cumulative over the engine's life, which
+    spans several stages in a flow)."""
+    policy = ctx.shared.get("policy")
+    if policy is not None:
+        metrics["generation"] = {"engine": policy.engine, **policy.stats.as_dict()}
     path = ctx.paths.metrics(ctx.iteration, stage)
     write_json(path, metrics)
     prefix = f"{log_prefix if log_prefix is not None else stage}/"
