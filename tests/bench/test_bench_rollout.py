@@ -55,5 +55,9 @@ def test_bench_rollout_quick_json(base_model_dir, alfworld_data, tmp_path):
     assert 0.0 < c["vllm_hit_rate"] < 1.0 and 0.0 < c["hf_prefill_saved"] < 1.0
     assert _positive(report["engine_start_s"]["vllm"])
     assert report["seed_bank"].endswith("seed_bank_alfworld_small.json")
-    assert set(report["pass"]) == set(report["targets"]) == {"vllm_over_hf", "vllm_over_naive", "vllm_generation_ratio"}
+    assert (
+        set(report["pass"])
+        == set(report["targets"])
+        == {"vllm_over_hf", "vllm_over_naive", "vllm_generation_ratio"}
+    )
     assert all(isinstance(v, bool) for v in report["pass"].values())

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import polars as pl
 from tqdm.auto import tqdm
 
-from skillmaster.agent.parsing import parse_action, step_penalty
 from skillmaster.agent.generation import Generation
+from skillmaster.agent.parsing import parse_action, step_penalty
 from skillmaster.agent.prompts import apply_chat_template, render_action_prompt
 from skillmaster.config import Config, PenaltyConfig
 from skillmaster.envs.base import TaskSpec
