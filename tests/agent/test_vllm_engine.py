@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-from skillmaster.agent.generation import merged_weights
+from skillmaster.agent.engines import merged_weights
 from skillmaster.agent.policy import Policy
 from skillmaster.config import ModelConfig, VllmConfig
 

@@ -73,7 +73,7 @@ def load_policy(ctx: StageContext, iteration: int):
     """The policy in force after ``iteration`` on the configured engine (``rollout.engine``), opened
     once per process and kept in ``ctx.shared``; a later call for other weights updates the engine
     in place where it can (vLLM) instead of starting a new one."""
-    from skillmaster.agent.generation import open_policy
+    from skillmaster.agent.engines import open_policy
 
     adapter = policy_dir_at(ctx, iteration)
     base = policy_base(ctx)

@@ -123,7 +123,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """``skillmaster eval``: evaluate any checkpoint (None: base) with any bank, outside the pipeline.
     With ``out``, the episodes (``episodes.parquet``) and metrics (``metrics.json``) land there."""
-    from skillmaster.agent.generation import open_policy
+    from skillmaster.agent.engines import open_policy
     from skillmaster.paths import Paths
     from skillmaster.skills.bank import load_bank
     from skillmaster.stages.common import resolve_policy
