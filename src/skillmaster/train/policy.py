@@ -105,8 +105,13 @@ def response_logprobs(
         ``logp`` (B, R) and ``entropy`` (B, R) or None; padded response slots hold junk that
         ``mb.response_mask`` excludes.
     """
-    out = model(input_ids=mb.input_ids, logits_to_keep=mb.positions, use_cache=False)
-    logits = out.logits.float() / mb.temperature[:, None, None]  # (B, R, V)
+    # transformers takes a 1-D tensor of positions to keep (shared by the rows): keep the union of
+    # the rows' response positions, then pick each row's own (B, U, V) -> (B, R, V)
+    keep = torch.unique(mb.positions)  # sorted
+    out = model(input_ids=mb.input_ids, logits_to_keep=keep, use_cache=False)
+    column = torch.searchsorted(keep, mb.positions)  # (B, R) index into the kept positions
+    logits = out.logits.gather(1, column[..., None].expand(-1, -1, out.logits.shape[-1]))
+    logits = logits.float() / mb.temperature[:, None, None]  # (B, R, V)
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, mb.response_ids[..., None]).squeeze(-1)
     ent = None
