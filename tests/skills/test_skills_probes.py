@@ -103,3 +103,14 @@ PINNED = [
     "train/pick_and_place_simple-01/trial_0",
     "train/pick_and_place_simple-02/trial_0",
 ]
+
+
+def test_choose_edits_is_a_seeded_random_subset_not_the_first_ones():
+    from skillmaster.skills.probes import choose_edits
+
+    keys = [f"001-{i:04d}-00" for i in range(10)]
+    assert choose_edits(keys, None, 0) == list(range(10)) and choose_edits(keys[:3], 5, 0) == [0, 1, 2]
+    picks = {tuple(choose_edits(keys, 2, seed)) for seed in range(20)}
+    assert all(len(p) == 2 and list(p) == sorted(p) for p in picks)
+    assert choose_edits(keys, 2, 7) == choose_edits(keys, 2, 7)  # deterministic
+    assert len(picks) > 5 and any(p != (0, 1) for p in picks)  # spread over the batch
