@@ -194,9 +194,14 @@ class CounterfactualConfig(Section):
     milestones reached in order (take, open, clean, heat, cool, use, move; ALFWorld), so a win
     always outranks a non-win (WebShop: its [0, 1] score stands in for the share)."""
     placebo_edits: int = Field(default=0, ge=0)
-    """Placebo check (not in the paper): this many edits that change nothing (B′ = B), on the probes
-    of randomly drawn reviews, are scored in the same batch; how often the commit rule fires on them
-    is the chance commit rate (``counterfactual/placebo_commit_rate``). Each costs 2K episodes."""
+    """Placebo check (not in the paper): this many edits without content, on the probes of randomly
+    drawn reviews, are scored in the same batch; how often the commit rule fires on them is the
+    chance commit rate (``counterfactual/placebo_commit_rate``). Each costs 2K episodes."""
+    placebo_kind: Literal["identical", "neutral"] = "identical"
+    """``identical``: B′ = B. With paired probes its runs are the same episodes, so it fires only
+    through nondeterministic generation (a check of the pairing). ``neutral``: B′ = B plus one
+    general skill that gives no advice, so the prompt changes but not the knowledge: the rate at
+    which an edit without content passes the commit rule by chance."""
 
 
 # --------------------------------------------------------------------------- train

@@ -112,7 +112,8 @@ PLACEBOS = TableSchema(
         "probe_task_ids": pl.List(pl.Utf8),
         "scores_before": pl.List(pl.Float64),
         "scores_after": pl.List(pl.Float64),
-        "utility": pl.Float64,  # U of an edit that changes nothing: non-zero only by chance
+        "kind": pl.Utf8,  # identical (B' = B) | neutral (B' = B + a skill that gives no advice)
+        "utility": pl.Float64,  # U of an edit without content: non-zero only by chance
         "would_commit": pl.Boolean,  # the commit rule fires on it
     },
 )

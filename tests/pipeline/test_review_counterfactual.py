@@ -55,6 +55,7 @@ SETTINGS = {
         "commit_threshold": 0.0,
         "max_steps": 1,  # probe episodes: T_max = 1 (the utility's step limit is this one, not env.max_steps)
         "placebo_edits": PLACEBOS_N,
+        "placebo_kind": "identical",
         "paired": True,
         "score": "progress",
     }
@@ -313,5 +314,6 @@ def test_a_placebo_edit_plays_identical_paired_episodes_and_scores_zero(run):
         assert (
             row["scores_before"] == row["scores_after"] and row["utility"] == 0.0 and not row["would_commit"]
         )
+        assert row["kind"] == "identical"
     m = run.metrics["counterfactual"]
     assert (m["placebo_scored"], m["placebo_commits"], m["placebo_commit_rate"]) == (PLACEBOS_N, 0, 0.0)

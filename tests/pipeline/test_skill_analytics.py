@@ -116,8 +116,8 @@ def project(tmp_path_factory) -> Path:
         )  # fmt: skip
     EDITS.write(EDITS.from_rows(edits), p.edits(IT))
     placebo = {"iteration": IT, "traj_id": trajs[2]["traj_id"], "family": trajs[2]["family"],
-               "probe_task_ids": ["p-e"], "scores_before": [0.25], "scores_after": [0.25], "utility": 0.0,
-               "would_commit": False}  # fmt: skip
+               "probe_task_ids": ["p-e"], "scores_before": [0.25], "scores_after": [0.25], "kind": "neutral",
+               "utility": 0.0, "would_commit": False}  # fmt: skip
     PLACEBOS.write(PLACEBOS.from_rows([placebo]), p.placebos(IT))
     save_bank(after, p.bank(IT))
     statuses = [r["status"] for r in reviews]

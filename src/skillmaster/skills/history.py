@@ -28,7 +28,8 @@ class HistoryEntry:
     """added | updated (the review's status)."""
     section: str
     skill_id: str
-    """The skill's id in the next bank when committed, else the review's scratch id."""
+    """The skill's id in the next bank when committed, else the review's scratch id (a proposal's
+    scratch id means nothing outside its review)."""
     evidence: str
     """The proposal's ``evidence`` or the update's ``reason``."""
     probe_task_ids: list[str]
@@ -127,9 +128,10 @@ def format_history(entries: list[HistoryEntry], committed_only: bool = True) -> 
             lines.append(f"iteration {current}: {n} {what} (iter_{current - 1:03d} → iter_{current:03d})")
         mark = "+" if e.status == "added" else "~"
         outcome = "?" if e.won is None else ("won" if e.won else "failed")
-        fate = "committed" if e.committed else (e.commit_reason or "not committed")
+        fate = "committed" if e.committed else (e.commit_reason if e.scored else "not scored")
+        name = e.skill_id if e.committed or e.status == "updated" else "(new skill)"
         lines.append("")
-        lines.append(f"{mark} {e.status} {e.skill_id} [{e.section}]: {fate}")
+        lines.append(f"{mark} {e.status} {name} [{e.section}]: {fate}")
         lines.append(f"    from episode {e.traj_id} ({e.family}, {outcome}): {e.task_id}")
         if e.evidence:
             lines.append(f"    evidence: {e.evidence}")

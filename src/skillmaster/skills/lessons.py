@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from skillmaster.config import ShapingConfig
-from skillmaster.skills.bank import GENERAL, Bank, Edit, Mistake, Skill, apply_edit_detailed
+from skillmaster.skills.bank import GENERAL, Bank, Edit, Mistake, Skill, apply_edit_detailed, iter_skills
 from skillmaster.skills.evidence import Finding
 
 KINDS = ("propose", "update", "keep")
@@ -402,13 +402,7 @@ def _insert(bank: Bank, section: str, title: str, principle: str, when: str) -> 
     )
     if res.status != "added":
         return None
-    return res.bank, next(s for sec, s in _sections(res.bank) if s.skill_id == res.skill_id)
-
-
-def _sections(bank: Bank):
-    from skillmaster.skills.bank import iter_skills
-
-    return iter_skills(bank)
+    return res.bank, next(s for sec, s in iter_skills(res.bank) if s.skill_id == res.skill_id)
 
 
 def _cover(
@@ -481,7 +475,7 @@ def review_example(
     shown_skills, shown_mistakes = select(bank)
     covering = [s for s in shown_skills if covers(_skill_text(s))]
     covering_m = [m for m in shown_mistakes if covers(_mistake_text(m))]
-    all_cover_ids = {s.skill_id for _, s in _sections(bank) if covers(_skill_text(s))}
+    all_cover_ids = {s.skill_id for _, s in iter_skills(bank) if covers(_skill_text(s))}
     all_cover_m = {m.mistake_id for m in bank.common_mistakes if covers(_mistake_text(m))}
 
     evidence = evidence_sentence(finding, family, rng)
@@ -525,7 +519,7 @@ def review_example(
         reason = f"The shown {what} '{name}' already says to {gist}."
         call = {"name": "keep_skill", "arguments": {"reason": reason}}
     elif kind == "propose":
-        in_section = {s.skill_id for sec, s in _sections(bank) if sec == section}
+        in_section = {s.skill_id for sec, s in iter_skills(bank) if sec == section}
         drop = all_cover_ids | {
             s.skill_id for s in shown_skills if s.skill_id in in_section and on_subgoal(s.title)
         }
@@ -550,7 +544,7 @@ def review_example(
     elif kind == "update":
         bank = _without(bank, all_cover_ids, all_cover_m)
         shown_skills, _ = select(bank)
-        in_section = {s.skill_id for sec, s in _sections(bank) if sec == section}
+        in_section = {s.skill_id for sec, s in iter_skills(bank) if sec == section}
         candidates = [s for s in shown_skills if s.skill_id in in_section and on_subgoal(s.title)]
         if candidates:
             target = candidates[0]

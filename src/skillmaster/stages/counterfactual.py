@@ -8,8 +8,9 @@ comes from the edit. Each run is scored by ``counterfactual.score`` (``success``
 ``progress``: walkthrough milestones for non-won probes). U follows METHOD.md §6; edits with U above
 the threshold are committed to the next bank (or none, with ``commit: off``).
 
-``counterfactual.placebo_edits`` placebo edits (B' = B, on the probes of randomly drawn reviews)
-are scored in the same batch: how often the commit rule fires on them is the chance commit rate.
+``counterfactual.placebo_edits`` placebo edits without content (``placebo_kind``: B' = B, or B plus
+a skill that gives no advice), on the probes of randomly drawn reviews, are scored in the same
+batch: how often the commit rule fires on them is the chance commit rate.
 All probe episodes of all edits and placebos run in one lock-step batch.
 """
 
@@ -34,6 +35,21 @@ from skillmaster.stages.common import (
 from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
 EDIT_STATUSES = ("added", "updated")
+NEUTRAL_SKILL = {
+    "title": "Placebo note",
+    "principle": "This note is a placebo and gives no advice about the task.",
+    "when_to_apply": "Never.",
+}
+"""The skill a ``neutral`` placebo edit adds: it changes the prompt, not the knowledge."""
+
+
+def placebo_bank(bank, kind: str):
+    """B′ of a placebo edit: B itself (``identical``) or B plus :data:`NEUTRAL_SKILL` (``neutral``)."""
+    from skillmaster.skills.bank import GENERAL, Edit, apply_edit
+
+    if kind == "identical":
+        return bank
+    return apply_edit(bank, Edit(kind="propose", category=GENERAL, **NEUTRAL_SKILL))[0]
 
 
 def probe_ids(ctx: StageContext, row: dict) -> list[str]:
@@ -163,7 +179,14 @@ def counterfactual_stage(ctx: StageContext) -> dict:
         pool = list(reviews.sort("traj_id").iter_rows(named=True))
         for q, row in enumerate(rng.sample(pool, min(cf.placebo_edits, len(pool)))):
             placebo_rows.append(row)
-            plan.append((edit_stem(it, q, placebo=True), row, probe_ids(ctx, row), bank))
+            plan.append(
+                (
+                    edit_stem(it, q, placebo=True),
+                    row,
+                    probe_ids(ctx, row),
+                    placebo_bank(bank, cf.placebo_kind),
+                )
+            )
     steps, probes = run_probes(ctx, plan, bank)
     scores = run_scores(ctx, steps, probes)
     size_before = bank_size(bank).total
@@ -211,9 +234,11 @@ def counterfactual_stage(ctx: StageContext) -> dict:
 
     eligible = COMMIT_POLICIES[cf.commit]
     placebos = []
-    for (stem, _, ids, _), row in zip(plan[len(chosen) :], placebo_rows, strict=True):
+    for (stem, _, ids, after_bank), row in zip(plan[len(chosen) :], placebo_rows, strict=True):
         before, after = paired_scores(stem, len(ids))
-        u = utility(before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, size_before)
+        u = utility(
+            before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(after_bank).total
+        )
         null = ScoredEdit(row["traj_id"], Edit(kind="keep"), u)
         fires = eligible is not None and eligible(null, cf.commit_threshold)
         placebos.append(
@@ -224,6 +249,7 @@ def counterfactual_stage(ctx: StageContext) -> dict:
                 "probe_task_ids": ids,
                 "scores_before": before,
                 "scores_after": after,
+                "kind": cf.placebo_kind,
                 "utility": u,
                 "would_commit": bool(fires),
             }
