@@ -230,6 +230,10 @@ class ReviewConfig(Section):
     """Each shown observation is cut to this many characters."""
     action_chars: int = Field(default=220, ge=1)
     """Each shown action is cut to this many characters."""
+    prompt: Literal["method", "released"] = "method"
+    """Review prompt: ``method`` = METHOD.md §5's rules; ``released`` adds the released code's cues
+    (failure evidence such as an action repeated after "Nothing happens." is a reason to edit,
+    success on an unstated tactic too) and a filled-in reply template per tool."""
     shaping: ShapingConfig = ShapingConfig()
 
 
@@ -253,9 +257,28 @@ class CounterfactualConfig(Section):
     probe_seed_offset: int = 10_000
     """Seed offset for probe environments and sampling (METHOD.md §6)."""
     max_edits: int | None = Field(default=4, ge=1)
-    """Score at most this many edits per iteration (None = all); the rest get U = 0, unscored."""
+    """Score at most this many edits per iteration (None = all), a seeded random subset as the
+    released code draws (``max_utility_candidates_per_batch``); the rest get U = 0, unscored."""
     max_steps: int | None = Field(default=None, ge=1)
     """Step limit of probe episodes (None = env.max_steps)."""
+    paired: bool = False
+    """Paired probes: a probe's run with B and its run with B′ sample from the same random stream
+    (same seeds at every step), so their difference comes from the edit, not from sampling noise.
+    Off: each run has its own stream, as the released code's separate before/after batches."""
+    score: Literal["success", "progress"] = "success"
+    """Probe score s: ``success`` = METHOD.md §6 (1[won]·(1 + (T_max − L)/T_max)); ``progress`` (not
+    in the paper) = the same for a win, and for a non-won probe 0.5 × the share of its walkthrough's
+    milestones reached in order (take, open, clean, heat, cool, use, move; ALFWorld), so a win
+    always outranks a non-win (WebShop: its [0, 1] score stands in for the share)."""
+    placebo_edits: int = Field(default=0, ge=0)
+    """Placebo check (not in the paper): this many edits without content, on the probes of randomly
+    drawn reviews, are scored in the same batch; how often the commit rule fires on them is the
+    chance commit rate (``counterfactual/placebo_commit_rate``). Each costs 2K episodes."""
+    placebo_kind: Literal["identical", "neutral"] = "identical"
+    """``identical``: B′ = B. With paired probes its runs are the same episodes, so it fires only
+    through nondeterministic generation (a check of the pairing). ``neutral``: B′ = B plus one
+    general skill that gives no advice, so the prompt changes but not the knowledge: the rate at
+    which an edit without content passes the commit rule by chance."""
 
 
 # --------------------------------------------------------------------------- train
@@ -297,6 +320,11 @@ class TrainConfig(Section):
     """Token budget (padded) of one forward/backward micro-batch; gradient accumulation does the rest."""
     max_samples: int | None = Field(default=None, ge=1)
     """Train on at most this many step samples per iteration (seeded subsample; None = all)."""
+    progress_reward: float = Field(default=0.0, ge=0.0)
+    """Dense progress reward (not in the paper; 0 = off): each action sample's reward gains this
+    times the share of the game's walkthrough milestones (see ``counterfactual.score``) that the
+    episode reached at this step or later (a return-to-go). WebShop, without walkthroughs: times
+    the episode's [0, 1] score at every step."""
     grad_clip: float = Field(default=1.0, gt=0.0)
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
@@ -326,7 +354,14 @@ class SftConfig(Section):
     batch_size: int = Field(default=4, ge=1)
     """Samples per optimizer step."""
     review_examples: bool = True
-    """Add review-turn examples so the cold-started policy knows the tool-call format."""
+    """Add review-turn examples derived from the episodes' evidence (propose, update and keep;
+    ``skillmaster.skills.lessons``), so the cold-started policy knows when and how to edit its bank."""
+    mistake_episodes: int = Field(default=1, ge=0)
+    """Per game, episodes replayed with one scripted mistake (taking what is not there, revisiting,
+    a closed place left unopened, …; half give up after it), whose reviews teach edits from failures
+    and flawed successes. Their actions are never SFT targets. 0 = only the won replays."""
+    reviews_per_episode: int = Field(default=1, ge=1)
+    """Review targets made from each episode (each with another tool where possible)."""
     search_detours: int = Field(default=0, ge=0)
     """Before each place the walkthrough visits to find an object (or the lamp), check up to this
     many other places first (0..n at random per search, closed ones opened): the traces then show

@@ -65,6 +65,13 @@ class Paths:
     def probe_steps(self, iteration: int) -> Path:
         return self.counterfactual_dir(iteration) / "probe_trajectories.parquet"
 
+    def probe_actions(self, iteration: int) -> Path:
+        """The STEPS rows of the probe episodes (what the progress score reads)."""
+        return self.counterfactual_dir(iteration) / "probe_steps.parquet"
+
+    def placebos(self, iteration: int) -> Path:
+        return self.counterfactual_dir(iteration) / "placebos.parquet"
+
     def eval_dir(self, iteration: int) -> Path:
         return self.iter_dir(iteration) / "eval"
 

@@ -52,13 +52,13 @@ TRAJECTORIES = TableSchema(
         "penalty_total": pl.Float64,  # sum of step penalties
         "length": pl.Int32,  # steps taken
         "invalid_count": pl.Int32,
-        "end_reason": pl.Utf8,  # won | step_limit | malformed | error
+        "end_reason": pl.Utf8,  # won | step_limit | malformed | error | stopped (an expert replay ended it)
         "error": pl.Utf8,  # worker error message, "" if none
         "skills_shown": pl.List(pl.Utf8),  # ids of skills in the prompt
         "skills_block": pl.Utf8,  # the rendered skill block shown to the agent
         "initial_observation": pl.Utf8,  # observation after reset (what step 0 acted on)
         "final_observation": pl.Utf8,
-        "condition": pl.Utf8,  # train | probe_before | probe_after | eval_skills | eval_no_skills
+        "condition": pl.Utf8,  # train | probe_before | probe_after | placebo_before | placebo_after | eval_skills | eval_no_skills | sft
     },
 )
 
@@ -98,6 +98,23 @@ EDITS = TableSchema(
         "scores_after": pl.List(pl.Float64),  # s_k(B')
         "utility": pl.Float64,  # U (METHOD.md §6); 0 when unscored or counterfactual is off
         "committed": pl.Boolean,
+        "commit_reason": pl.Utf8,  # committed | below_threshold | policy_off | conflict | duplicate | ...
+        "committed_id": pl.Utf8,  # id of the skill in the next bank ("" when not committed)
+    },
+)
+
+PLACEBOS = TableSchema(
+    "placebos",
+    {
+        "iteration": pl.Int32,
+        "traj_id": pl.Utf8,  # the review whose probes the placebo edit (B' = B) was scored on
+        "family": pl.Utf8,
+        "probe_task_ids": pl.List(pl.Utf8),
+        "scores_before": pl.List(pl.Float64),
+        "scores_after": pl.List(pl.Float64),
+        "kind": pl.Utf8,  # identical (B' = B) | neutral (B' = B + a skill that gives no advice)
+        "utility": pl.Float64,  # U of an edit without content: non-zero only by chance
+        "would_commit": pl.Boolean,  # the commit rule fires on it
     },
 )
 

@@ -105,6 +105,11 @@ def test_paper_alfworld_has_the_papers_settings():
     assert (cfg.sft.epochs, cfg.sft.lr, cfg.sft.warmup_ratio) == (2, 1e-5, 0.1)
     assert cfg.eval.splits == ["valid_seen", "valid_unseen"] and cfg.eval.temperature == 0.4
     assert cfg.train.mini_batch_size % cfg.rollout.group_size == 0
+    # the paper's utility and rewards; the CPU run's signal-making settings stay off
+    cf = cfg.counterfactual
+    assert (cf.score, cf.paired, cf.placebo_edits, cf.max_edits) == ("success", False, 0, None)
+    assert cfg.train.progress_reward == 0.0 and cfg.review.prompt == "method"
+    assert cfg.review.max_new_tokens == 512
 
 
 def test_cpu_result_overlay_changes_only_the_cold_start():

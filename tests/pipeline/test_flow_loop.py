@@ -19,7 +19,7 @@ from tiny_project import REPO, tiny_params
 from skillmaster import project
 from skillmaster.config import Config
 from skillmaster.paths import Paths
-from skillmaster.pipeline import stage_plan
+from skillmaster.pipeline import PLOTS, stage_plan
 from skillmaster.project import run_tool
 
 pytestmark = [pytest.mark.model, pytest.mark.alfworld, pytest.mark.server]
@@ -146,8 +146,11 @@ def test_metrics_and_plots_are_written(flow_run):
         assert json.loads(p.metrics(it, stage).read_text()), (it, stage)
     summary = json.loads(p.summary.read_text())
     assert [s["iteration"] for s in summary["iterations"]] == [0, 1]
-    for name in ("success_by_family.csv", "bank_size.csv", "success_by_family.png", "bank_size.png"):
-        assert (p.plots_dir / name).stat().st_size > 0, name
+    for name in PLOTS:
+        for ext in ("csv", "png"):
+            assert (p.plots_dir / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    reviews = (p.plots_dir / "skill_reviews.csv").read_text().splitlines()
+    assert reviews[0].startswith("iteration,added,updated,kept") and len(reviews) == 2  # iteration 1
     rows = (p.plots_dir / "success_by_family.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,overall") and len(rows) == 3
     assert (p.policy(1) / "COMPLETE").is_file() and p.bank(1).is_file()

@@ -1,19 +1,22 @@
 """The review and counterfactual stages on a real collection (METHOD.md §5 and §6).
 
 One module run: bank-init, then ``collect``, ``review`` and ``counterfactual`` of iteration 1 with
-the real 135M model on train games (2 tasks x group 2, 2 steps), K = 2 one-step probes per edit
-and at most 1 scored edit. The review table is checked against the shaping rules of METHOD.md §5
+the real 135M model on train games (2 tasks x group 2, 2 steps), K = 2 one-step probes per edit,
+at most 1 scored edit (a seeded random one) and 1 placebo edit, with params.yaml's paired probes
+and progress score. The review table is checked against the shaping rules of METHOD.md §5
 written out by hand.
 
 The 135M base model rarely writes a valid tool call, so when the stage's reviews hold no edit the
-run swaps in the cold start's expert reviewer (``agent.expert.expert_review``: a proposal of the
-family's lesson, scored by the stage's own ``score_review``) for every review before the
-counterfactual stage reads the table. Either way the edits are then scored on real probe episodes,
-and the test recomputes every probe score, every utility and the next bank from the tables.
+run swaps in a cold-start proposal (``skills.lessons.review_example``: the family's procedure as a
+new skill, scored by the stage's own ``score_review``) for every review before the counterfactual
+stage reads the table. Either way the edits are then scored on real probe episodes, and the test
+recomputes every probe score (walkthrough milestones by hand), every utility and the next bank from
+the tables; the placebo edit (B' = B) must give identical paired episodes and U = 0.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,23 +24,28 @@ import polars as pl
 import pytest
 from tiny_project import seed_workdir, tiny_config
 
-from skillmaster.agent.expert import expert_review
 from skillmaster.agent.tokens import encode_response
 from skillmaster.config import Config
 from skillmaster.envs.registry import make_suite
 from skillmaster.modeling import load_tokenizer
 from skillmaster.paths import Paths
-from skillmaster.skills.bank import Bank, Edit, apply_edit, bank_size, load_bank
+from skillmaster.rollout.progress import milestone_hits, milestones
+from skillmaster.seeding import derive_seed
+from skillmaster.skills.bank import Bank, Edit, apply_edit, bank_size, empty_bank, load_bank
 from skillmaster.skills.commit import ScoredEdit, commit_edits
+from skillmaster.skills.evidence import TRANSFORM_FAMILIES, Finding
+from skillmaster.skills.lessons import review_example
+from skillmaster.skills.probes import choose_edits
 from skillmaster.skills.tools import INFO_FLAGS, score_review
 from skillmaster.skills.utility import utility
 from skillmaster.stages import run_stage
-from skillmaster.tables import EDITS, REVIEWS, TRAJECTORIES
+from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
 pytestmark = [pytest.mark.model, pytest.mark.alfworld]
 
 K = 2
 MAX_EDITS = 1
+PLACEBOS_N = 1
 IT = 1
 SETTINGS = {
     "counterfactual": {
@@ -46,6 +54,10 @@ SETTINGS = {
         "commit": "threshold",
         "commit_threshold": 0.0,
         "max_steps": 1,  # probe episodes: T_max = 1 (the utility's step limit is this one, not env.max_steps)
+        "placebo_edits": PLACEBOS_N,
+        "placebo_kind": "identical",
+        "paired": True,
+        "score": "progress",
     }
 }
 EDIT_STATUSES = ("added", "updated")
@@ -79,12 +91,24 @@ class Run:
     metrics: dict[str, dict]
 
 
+def proposal(family: str, category: str) -> str:
+    """The cold start's proposal of the family's procedure (made on an empty bank)."""
+    verb = TRANSFORM_FAMILIES.get(family)
+    finding = Finding("procedure", None, {"object": "object", **({"verb": verb} if verb else {})})
+    bank = empty_bank([category])
+    return review_example(
+        "propose", finding, bank=bank, category=category, family=family, won=True,
+        select=lambda b: ((*b.general_skills, *b.task_specific_skills.get(category, ())), b.common_mistakes),
+        rng=random.Random(0),
+    ).reply  # fmt: skip
+
+
 def expert_reviews(reviews: pl.DataFrame, bank: Bank, cfg: Config, model_dir: Path) -> pl.DataFrame:
-    """``reviews`` with every reply replaced by the expert reviewer's proposal, scored like the stage does."""
+    """``reviews`` with every reply replaced by the cold start's proposal, scored like the stage does."""
     tokenizer = load_tokenizer(model_dir)
     rows = []
     for row in reviews.iter_rows(named=True):
-        reply = expert_review(row["family"], row["category"], category_has_skills=False)
+        reply = proposal(row["family"], row["category"])
         out = score_review(reply, bank, row["category"], cfg.review.shaping)
         ids = encode_response(tokenizer, reply)
         rows.append(row | {
@@ -170,10 +194,13 @@ def test_edits_get_k_probe_episodes_each(run):
     assert edits["traj_id"].to_list() == candidates["traj_id"].to_list()
     assert edits.select("status", "skill_id", "edit").equals(candidates.select("status", "skill_id", "edit"))
     n_scored = min(candidates.height, MAX_EDITS)
-    assert edits["scored"].to_list() == [i < n_scored for i in range(edits.height)]
+    chosen = choose_edits(candidates["traj_id"].to_list(), MAX_EDITS, derive_seed(cfg.seed, "edits", IT))
+    assert edits["scored"].to_list() == [i in chosen for i in range(edits.height)] and len(chosen) == n_scored
 
-    probes = TRAJECTORIES.read(paths.probe_steps(IT))
+    all_probes = TRAJECTORIES.read(paths.probe_steps(IT))
+    probes = all_probes.filter(pl.col("condition").str.starts_with("probe_"))
     assert probes.height == 2 * K * n_scored == run.metrics["counterfactual"]["probe_episodes"]
+    assert all_probes.height == probes.height + 2 * K * PLACEBOS_N
     by_id = {r["traj_id"]: r for r in probes.iter_rows(named=True)}
     train = {t.task_id: t for t in make_suite(cfg.env).tasks(cfg.env.train_split)}
     for e, row in enumerate(edits.iter_rows(named=True)):
@@ -190,8 +217,8 @@ def test_edits_get_k_probe_episodes_each(run):
                 assert (p["task_id"], p["family"], p["condition"]) == (task_id, row["family"], f"probe_{tag}")
                 assert p["group_id"] == row["group_id"] and p["length"] == cfg.counterfactual.max_steps
     # the "after" run of a proposal shows the new skill, the "before" run does not
-    for e, row in enumerate(edits.filter(pl.col("scored")).iter_rows(named=True)):
-        if row["status"] == "added":
+    for e, row in enumerate(edits.iter_rows(named=True)):
+        if row["scored"] and row["status"] == "added":
             new = Edit.model_validate_json(row["edit"])
             for k in range(K):
                 after, before = (by_id[f"{IT:03d}-p{e:03d}-{k:02d}-{tag}"] for tag in ("after", "before"))
@@ -199,24 +226,32 @@ def test_edits_get_k_probe_episodes_each(run):
                 assert new.skill_id not in before["skills_shown"] and new.title not in before["skills_block"]
 
 
-def hand_score(won: bool, length: int, t_max: int) -> float:
-    """METHOD.md §6 step 3: s = 1[success]·(1 + (T_max − L)/T_max)."""
-    return 1.0 + (t_max - length) / t_max if won else 0.0
+def hand_score(run: Run, probe: dict, t_max: int) -> float:
+    """``counterfactual.score: progress``: METHOD.md §6's s = 1 + (T_max − L)/T_max for a win, else
+    0.5 × the share of the walkthrough's milestones the run reached in order."""
+    if probe["won"]:
+        return 1.0 + (t_max - probe["length"]) / t_max
+    goal = milestones(make_suite(run.cfg.env).walkthrough(probe["task_id"], probe["split"]))
+    steps = STEPS.read(run.paths.probe_actions(IT)).filter(pl.col("traj_id") == probe["traj_id"]).sort("step")
+    reached = sum(milestone_hits(goal, list(zip(steps["action"], steps["valid"], strict=True))))
+    return 0.5 * reached / len(goal)
 
 
 def test_utility_is_recomputed_from_the_probe_rewards(run):
     cf = run.cfg.counterfactual
-    assert cf.clip  # the default, as the formula below
+    assert cf.clip and cf.score == "progress"  # as the formulas below
     t_max = cf.max_steps or run.cfg.env.max_steps
     edits = EDITS.read(run.paths.edits(IT))
     by_id = {r["traj_id"]: r for r in TRAJECTORIES.read(run.paths.probe_steps(IT)).iter_rows(named=True)}
     size0 = bank_size(run.bank0).total
-    for e, row in enumerate(edits.filter(pl.col("scored")).iter_rows(named=True)):
+    for e, row in enumerate(edits.iter_rows(named=True)):
+        if not row["scored"]:
+            continue
         runs = {
             tag: [by_id[f"{IT:03d}-p{e:03d}-{k:02d}-{tag}"] for k in range(K)] for tag in ("before", "after")
         }
-        before = [hand_score(p["won"], p["length"], t_max) for p in runs["before"]]
-        after = [hand_score(p["won"], p["length"], t_max) for p in runs["after"]]
+        before = [hand_score(run, p, t_max) for p in runs["before"]]
+        after = [hand_score(run, p, t_max) for p in runs["after"]]
         assert row["scores_before"] == pytest.approx(before) and row["scores_after"] == pytest.approx(after)
         # METHOD.md §6 step 4 with the clip on (the default), by hand
         deltas = [a - b for a, b in zip(after, before, strict=True)]
@@ -252,3 +287,33 @@ def test_commit_follows_the_threshold_and_the_next_bank_is_valid(run):
     m = run.metrics["counterfactual"]
     assert m["edits_total"] == edits.height and m["edits_committed"] == committed
     assert m["edits_scored"] == int(edits["scored"].sum())
+    for row, d in zip(edits.iter_rows(named=True), decisions, strict=True):
+        assert (row["commit_reason"], row["committed_id"]) == (d.reason, d.skill_id)
+    scored = edits.filter(pl.col("scored"))["utility"].to_list()
+    assert m["utility_nonzero_share"] == pytest.approx(sum(u != 0 for u in scored) / len(scored))
+
+
+def test_a_placebo_edit_plays_identical_paired_episodes_and_scores_zero(run):
+    """B' = B with paired probes: the before and after run of each probe are the same episode."""
+    placebos = PLACEBOS.read(run.paths.placebos(IT))
+    assert placebos.height == PLACEBOS_N
+    steps = STEPS.read(run.paths.probe_actions(IT))
+    trajs = {r["traj_id"]: r for r in TRAJECTORIES.read(run.paths.probe_steps(IT)).iter_rows(named=True)}
+    for q, row in enumerate(placebos.iter_rows(named=True)):
+        assert len(row["probe_task_ids"]) == K
+        for k, task_id in enumerate(row["probe_task_ids"]):
+            ids = [f"{IT:03d}-q{q:03d}-{k:02d}-{tag}" for tag in ("before", "after")]
+            before, after = (steps.filter(pl.col("traj_id") == i).sort("step") for i in ids)
+            assert before.height >= 1 and trajs[ids[0]]["task_id"] == task_id
+            assert before["response_ids"].to_list() == after["response_ids"].to_list()
+            assert before["action"].to_list() == after["action"].to_list()
+            assert (
+                trajs[ids[0]]["condition"] == "placebo_before"
+                and trajs[ids[1]]["condition"] == "placebo_after"
+            )
+        assert (
+            row["scores_before"] == row["scores_after"] and row["utility"] == 0.0 and not row["would_commit"]
+        )
+        assert row["kind"] == "identical"
+    m = run.metrics["counterfactual"]
+    assert (m["placebo_scored"], m["placebo_commits"], m["placebo_commit_rate"]) == (PLACEBOS_N, 0, 0.0)

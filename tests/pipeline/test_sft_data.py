@@ -5,9 +5,17 @@ walkthrough on its own environment and renders each step's prompt with the funct
 rollouts use (``collector.render_step_prompt``): the stored prompts must be those strings, the
 targets must parse back (``parse_action``) to the walkthrough's actions, and the SFT samples
 must put loss on exactly the target's tokens (``build_sft_samples`` → ``collate``).
+
+The review targets come from the won replay and one episode with a scripted mistake (two targets
+each): every one must be a well-formed call of its tool that fits the review budget, and be right
+for the skills its own prompt shows (a keep names one of them, an update revises one of them, a
+proposal adds a title none of them has). The mistake episode's actions are never targets.
 """
 
 from __future__ import annotations
+
+import json
+import re
 
 import polars as pl
 import pytest
@@ -21,8 +29,15 @@ from skillmaster.modeling import load_tokenizer
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, _Live, render_step_prompt
 from skillmaster.skills.bank import load_bank
 from skillmaster.skills.retrieval import make_retriever, render_skill_block
-from skillmaster.skills.tools import VALID_STATUSES, score_review
+from skillmaster.skills.tools import (
+    TOOL_ARGS,
+    check_arguments,
+    has_instance_id,
+    has_placeholder,
+    parse_tool_call,
+)
 from skillmaster.stages import run_stage
+from skillmaster.stages.sft import REVIEW_TOKEN_MARGIN
 from skillmaster.tables import SFT_SAMPLES
 from skillmaster.train.samples import build_sft_samples, collate
 
@@ -35,7 +50,19 @@ def replayed(tmp_path_factory, base_model_dir, alfworld_data):
     root = tmp_path_factory.mktemp("sft")
     # no search detours: the rows must then be the walkthrough itself (detours: tests/agent/test_expert.py)
     cfg = tiny_config(
-        {"sft": {"enabled": True, "num_games": 1, "review_examples": True, "search_detours": 0}}
+        {
+            "sft": {
+                "enabled": True,
+                "num_games": 1,
+                "review_examples": True,
+                "search_detours": 0,
+                "mistake_episodes": 1,
+                "reviews_per_episode": 2,
+            },
+            "review": {"max_new_tokens": 256, "obs_chars": 900},
+            # a Clean game: every scripted mistake can be made there (a room with closed receptacles)
+            "env": {"families": ["pick_clean_then_place_in_recep"]},
+        }
     )
     paths = seed_workdir(root, base_model_dir, cfg)
     metrics = run_stage("sft-data", cfg, 0, root=root)
@@ -80,15 +107,36 @@ def test_prompts_are_the_rollout_prompts_and_targets_parse_to_the_walkthrough(re
     assert terminated and info["won"]
 
 
-def test_review_examples_are_valid_tool_calls(replayed):
-    cfg, paths, _, frame, _ = replayed
+def test_review_examples_are_valid_calls_right_for_their_prompts(replayed):
+    cfg, paths, metrics, frame, tokenizer = replayed
     reviews = frame.filter(pl.col("kind") == "review")
-    assert reviews.height == 1
-    bank = load_bank(paths.bank(0))
+    assert metrics["mistake_episodes"] == 1 and metrics["review_episodes"] == 2
+    assert reviews.height == metrics["review_samples"] == 4  # 2 episodes x 2 targets
+    tools = [parse_tool_call(r).name for r in reviews["response"]]
+    assert set(tools) <= set(TOOL_ARGS) and len(set(tools)) >= 2  # more than one kind of call
+    assert (
+        metrics["review_targets_propose"] + metrics["review_targets_update"] + metrics["review_targets_keep"]
+        == 4
+    )
+    assert json.loads(paths.metrics(0, "sft_data").read_text())["review_samples"] == 4  # the DVC metrics file
     task = next(t for t in make_suite(cfg.env).tasks(cfg.sft.split) if t.task_id == reviews["task_id"][0])
-    outcome = score_review(reviews["response"][0], bank, task.category, cfg.review.shaping)
-    assert outcome.status in VALID_STATUSES and outcome.flags == []
-    assert outcome.shaping == pytest.approx(cfg.review.shaping.valid_call)
+    budget = cfg.review.max_new_tokens - REVIEW_TOKEN_MARGIN
+    for r in reviews.iter_rows(named=True):
+        call = parse_tool_call(r["response"])
+        assert call.error == "" and call.tagged and "<think>" in r["response"], r["response"]
+        assert check_arguments(call.name, call.arguments, task.category) == ""
+        assert not has_placeholder(r["response"], call.arguments) and not has_instance_id(call.arguments)
+        assert len(encode_response(tokenizer, r["response"])) + 1 <= budget
+        shown = r["prompt"].split("Skills shown to the agent:", 1)[1].split("steps:", 1)[0]
+        named = (
+            re.search(r"'([^']+)'", call.arguments.get("reason", "")) if call.name == "keep_skill" else None
+        )
+        if call.name == "keep_skill":
+            assert named and named.group(1) in shown  # it names a shown skill or mistake
+        elif call.name == "update_skill":
+            assert f"- {call.arguments['skill_id']}:" in shown  # it revises a shown skill
+        else:
+            assert call.arguments["title"] not in shown  # a new title
 
 
 def test_loss_mask_covers_exactly_the_target_tokens(replayed):

@@ -177,3 +177,44 @@ def test_scripted_replies_hit_each_reward_rule(base_model_dir, suite, tasks, poo
     assert last == [["invalid_action"], ["empty", "missing_action_tag", "invalid_action", "malformed"]]
     won = steps.filter(pl.col("traj_id") == "t-0-0").sort("step")
     assert won["env_reward"].to_list() == [0.0] * (len(walk) - 1) + [SUCCESS]
+
+
+def test_an_expert_reply_of_none_stops_its_episode(base_model_dir, suite, tasks, pool):
+    walk = suite.walkthrough(tasks[0].task_id, tasks[0].split)
+    specs = episodes(tasks[:1])  # t-0-0 stops before its second step, t-0-1 before its first
+    replies = {"t-0-0": [f"<think>go</think><action>{walk[0]}</action>", None], "t-0-1": [None]}
+    policy = SimpleNamespace(tokenizer=load_tokenizer(base_model_dir))
+    steps, trajs = collect_episodes(
+        policy,
+        pool,
+        specs,
+        settings(5),
+        expert=lambda spec, step, obs, admissible: replies[spec.traj_id][step],
+        progress=False,
+    )
+    by = {r["traj_id"]: r for r in trajs.iter_rows(named=True)}
+    assert (by["t-0-0"]["end_reason"], by["t-0-0"]["length"], by["t-0-0"]["won"]) == ("stopped", 1, False)
+    assert (by["t-0-1"]["end_reason"], by["t-0-1"]["length"]) == ("stopped", 0)
+    assert steps["traj_id"].to_list() == ["t-0-0"] and steps["action"].to_list() == [walk[0]]
+
+
+def test_episodes_with_one_seed_key_sample_the_same_stream(base_model_dir, model_cfg, repo_root, tasks, pool):
+    """Paired probes: two runs of one task and bank with the same ``seed_key`` are the same episode
+    (sampled at T=1), whatever their traj ids; another key samples another episode."""
+    from skillmaster.agent.policy import Policy
+
+    policy = Policy.load(base_model_dir, model_cfg)
+    bank = load_bank(repo_root / SEED_BANK)
+    task = tasks[1]
+    specs = [
+        EpisodeSpec("pair-before", task, 0, 1, bank=bank, seed_key="pair"),
+        EpisodeSpec("pair-after", task, 0, 1, bank=bank, seed_key="pair"),
+        EpisodeSpec("other-a", task, 0, 1, bank=bank),
+        EpisodeSpec("other-b", task, 0, 1, bank=bank),
+    ]
+    steps, _ = collect_episodes(
+        policy, pool, specs, settings(2, max_new_tokens=16), select_template, progress=False
+    )
+    ids = {t: steps.filter(pl.col("traj_id") == t).sort("step")["response_ids"].to_list() for t in ("pair-before", "pair-after", "other-a", "other-b")}  # fmt: skip
+    assert ids["pair-before"] == ids["pair-after"] and ids["pair-before"]
+    assert ids["other-a"] != ids["other-b"]  # unpaired runs: own streams (16 sampled tokens at T=1)

@@ -103,3 +103,26 @@ PINNED = [
     "train/pick_and_place_simple-01/trial_0",
     "train/pick_and_place_simple-02/trial_0",
 ]
+
+
+def test_choose_edits_is_a_seeded_random_subset_not_the_first_ones():
+    from skillmaster.skills.probes import choose_edits
+
+    keys = [f"001-{i:04d}-00" for i in range(10)]
+    assert choose_edits(keys, None, 0) == list(range(10)) and choose_edits(keys[:3], 5, 0) == [0, 1, 2]
+    picks = {tuple(choose_edits(keys, 2, seed)) for seed in range(20)}
+    assert all(len(p) == 2 and list(p) == sorted(p) for p in picks)
+    assert choose_edits(keys, 2, 7) == choose_edits(keys, 2, 7)  # deterministic
+    assert len(picks) > 5 and any(p != (0, 1) for p in picks)  # spread over the batch
+
+
+def test_a_neutral_placebo_adds_one_skill_without_advice(tiny_bank):
+    from skillmaster.skills.bank import bank_size, diff_banks
+    from skillmaster.stages.counterfactual import NEUTRAL_SKILL, placebo_bank
+
+    assert placebo_bank(tiny_bank, "identical") is tiny_bank
+    neutral = placebo_bank(tiny_bank, "neutral")
+    [change] = diff_banks(tiny_bank, neutral)
+    assert change.kind == "added" and change.section == "general"
+    assert {k: change.after[k] for k in NEUTRAL_SKILL} == NEUTRAL_SKILL
+    assert bank_size(neutral).total == bank_size(tiny_bank).total + 1

@@ -90,3 +90,21 @@ def test_cuts_and_history_setting():
     none = render_review_prompt(**_episode(n_steps=0, skills_block=""), history_steps=0)
     assert "No steps shown." in none.user and "Skills shown to the agent:\n(none)" in none.user
     assert [m["role"] for m in short.messages()] == ["system", "user"]
+
+
+def test_released_style_adds_the_evidence_cues_and_filled_in_templates():
+    method = render_review_prompt(**_episode())
+    released = render_review_prompt(**_episode(), style="released")
+    assert method.system == system_prompt("alfworld") and released.system == system_prompt(
+        "alfworld", "released"
+    )
+    assert released.system.startswith(method.system.split("- Write household rules")[0])
+    assert "'Nothing happens.'" in released.system and "'Nothing happens.'" not in method.system
+    assert "strong evidence for propose_skill or update_skill" in released.system
+    # one template per tool, the task's category written into the proposal's
+    for name in TOOL_ARGS:
+        assert f'"name": "{name}"' in released.user and f'"name": "{name}"' not in method.user
+    assert '"category": "clean"' in released.user
+    assert released.user.rstrip().endswith("one <tool_call> JSON.")
+    cfg = ReviewConfig(prompt="released")
+    assert render_from_config(cfg, **_episode()).user == released.user

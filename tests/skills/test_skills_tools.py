@@ -485,3 +485,18 @@ def test_tool_schemas_and_review_stats():
     stats = review_stats(["added", "kept", "kept", "parse_error"])
     assert stats["reviews_kept"] == 2 and stats["reviews_updated"] == 0 and stats["reviews_total"] == 4
     assert len(stats) == len(STATUSES) + 1
+
+
+def test_review_shares_count_tools_and_valid_edits():
+    from skillmaster.skills.tools import review_shares
+
+    tools = ["propose_skill", "update_skill", "keep_skill", "", "go to desk 1"]
+    statuses = ["added", "not_found", "kept", "parse_error", "unknown_tool"]
+    out = review_shares(tools, statuses)
+    assert (out["tool_propose_skill"], out["tool_update_skill"], out["tool_keep_skill"]) == (1, 1, 1)
+    assert (out["tool_none"], out["tool_other"]) == (1, 1)
+    assert out["valid_edit_share"] == 0.2  # only the addition: not_found is valid but changes nothing
+    assert (
+        out["valid_keep_share"] == 0.2 and out["valid_call_share"] == 0.6 and out["parse_error_share"] == 0.2
+    )
+    assert review_shares([], [])["valid_edit_share"] == 0.0

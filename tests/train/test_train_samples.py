@@ -143,3 +143,38 @@ def test_collate_positions_point_at_the_logits_of_each_response_token():
     assert mb.positions.tolist() == [[2, 3, 3], [0, 1, 2]]
     assert mb.tokens == 9 and mb.index.tolist() == [0, 1]
     assert mb.advantages.dtype == torch.float32
+
+
+def test_a_step_bonus_adds_to_action_rewards_only(tokenizer):
+    tables = make_tables(tokenizer, steps_per_episode=2)
+    bonus = pl.DataFrame(
+        {"traj_id": ["g0-r1", "g0-r1"], "step": [0, 1], "bonus": [2.5, 1.25]},
+        schema_overrides={"step": pl.Int32},
+    )
+    plain = rl_sample_frame(tables.steps, tables.trajectories, tables.reviews, tables.edits)
+    frame = rl_sample_frame(tables.steps, tables.trajectories, tables.reviews, tables.edits, step_bonus=bonus)
+    lost = frame.filter((pl.col("kind") == "action") & (pl.col("traj_id") == "g0-r1")).sort("step")
+    assert lost["reward"].to_list() == [-0.5 + 2.5, -0.5 + 1.25]  # episode 0 + penalty −0.5 + bonus
+    others = frame.filter(pl.col("traj_id") != "g0-r1")
+    assert others["reward"].to_list() == plain.filter(pl.col("traj_id") != "g0-r1")["reward"].to_list()
+    review = frame.filter((pl.col("kind") == "review") & (pl.col("traj_id") == "g0-r1"))
+    assert review["reward"].to_list() == pytest.approx([-0.4])  # reviews get no bonus
+
+
+def test_progress_reward_scales_the_progress_to_go(tokenizer):
+    tables = make_tables(tokenizer, steps_per_episode=2)
+    progress = pl.DataFrame(
+        {"traj_id": ["g0-r0", "g0-r0"], "step": [0, 1], "progress_to_go": [1.0, 0.5]},
+        schema_overrides={"step": pl.Int32},
+    )
+    on = Config(train=TrainConfig(progress_reward=4.0))
+    samples, metrics = build_rl_samples(
+        on, tables.steps, tables.trajectories, None, None, tokenizer, progress=progress
+    )
+    won = [s.reward for s in samples if s.kind == "action"][:2]
+    assert won == [10.0 + 4.0, 10.0 + 2.0]
+    assert metrics["samples/mean_progress_bonus"] == pytest.approx(3.0)
+    off, _ = build_rl_samples(
+        Config(), tables.steps, tables.trajectories, None, None, tokenizer, progress=progress
+    )
+    assert [s.reward for s in off if s.kind == "action"][:2] == [10.0, 10.0]  # the paper: no bonus

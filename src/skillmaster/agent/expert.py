@@ -1,8 +1,8 @@
 """Expert replies for the cold start (METHOD.md §8): walkthrough actions in the agent's format.
 
 The ``<think>`` text is generated from the step itself (the action's verb and arguments and what
-the walkthrough does next), never copied from anywhere. Review-turn examples teach the tool-call
-format: a skill proposal when the shown bank has nothing for the task's category, else a keep.
+the walkthrough does next), never copied from anywhere. Review-turn examples are derived from the
+evidence of replayed episodes (:mod:`skillmaster.skills.lessons`).
 
 A walkthrough goes straight to where the object lies, which the agent cannot know; imitating it
 alone teaches a policy to guess one place and then to "take" an object that is not there.
@@ -11,11 +11,16 @@ walkthrough visits to find something (an object to take, a lamp to use) it first
 ``max_detours`` other places, chosen at random from the admissible ``go to`` actions (opening
 closed ones), and takes what it looks for when a detour finds it. The think text of a detour is
 the same as that of the walkthrough's own visit, so the policy learns "not here: try elsewhere".
+
+:class:`MistakeExpert` plays the walkthrough with one scripted mistake (taking what is not there,
+revisiting a place, leaving a closed receptacle unopened, walking past the object, repeating an
+invalid action, placing before cleaning/heating/cooling, using the lamp empty-handed, stopping
+after one object of a Pick2 task), and sometimes gives up after it: the failed and flawed
+episodes whose reviews teach the policy to edit its bank. Its action rows are never SFT targets.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -210,58 +215,176 @@ class SearchingExpert:
         return None
 
 
-FAMILY_LESSONS: dict[str, tuple[str, str, str]] = {
-    "pick_and_place_simple": (
-        "Find, take, then place",
-        "Search receptacles until the target object is visible, take it, go to the destination and move it there.",
-        "Tasks that ask to put an object in or on a receptacle.",
-    ),
-    "pick_two_obj_and_place": (
-        "Place two objects one at a time",
-        "Place the first object, then search again for a second object of the same type and place it too.",
-        "Tasks that ask to put two objects somewhere.",
-    ),
-    "look_at_obj_in_light": (
-        "Hold the object under a lamp",
-        "Take the object first, then go to a lamp and turn it on while holding the object.",
-        "Tasks that ask to look at or examine an object under a lamp.",
-    ),
-    "pick_clean_then_place_in_recep": (
-        "Clean before placing",
-        "Take the object to the sinkbasin and clean it there before moving it to the destination.",
-        "Tasks that ask for a clean object.",
-    ),
-    "pick_heat_then_place_in_recep": (
-        "Heat before placing",
-        "Take the object to the microwave and heat it there before moving it to the destination.",
-        "Tasks that ask for a hot object.",
-    ),
-    "pick_cool_then_place_in_recep": (
-        "Cool before placing",
-        "Take the object to the fridge and cool it there before moving it to the destination.",
-        "Tasks that ask for a cool object.",
-    ),
+MISTAKES_BY_FAMILY: dict[str, tuple[str, ...]] = {
+    "pick_and_place_simple": (),
+    "pick_two_obj_and_place": ("stopped_after_one",),
+    "look_at_obj_in_light": ("lamp_empty_handed",),
+    "pick_clean_then_place_in_recep": ("place_before_transform",),
+    "pick_heat_then_place_in_recep": ("place_before_transform",),
+    "pick_cool_then_place_in_recep": ("place_before_transform",),
 }
+"""Family-specific mistakes :class:`MistakeExpert` can make, besides :data:`COMMON_MISTAKES`."""
+COMMON_MISTAKES = ("take_absent", "revisit", "closed_unopened", "missed_visible", "repeated_invalid")
+FATAL_MISTAKES = ("place_before_transform", "stopped_after_one")
+"""Mistakes after which the expert stops: the episode fails."""
+_CLOSED_KINDS = ("drawer", "cabinet", "fridge", "microwave", "safe")
 
 
-def expert_review(family: str, category: str, category_has_skills: bool) -> str:
-    """A well-formed review reply: propose the family's lesson when the category has no skill yet,
-    otherwise keep (the shown skills already cover a successful expert episode)."""
-    lesson = FAMILY_LESSONS.get(family)
-    if lesson is None or category_has_skills:
-        think = "The episode succeeded and the shown skills already describe what worked."
-        call = {"name": "keep_skill", "arguments": {"reason": "The shown skills already cover this pattern."}}
-    else:
-        title, principle, when = lesson
-        think = "The episode succeeded with a procedure that no shown skill describes."
-        call = {
-            "name": "propose_skill",
-            "arguments": {
-                "category": category,
-                "title": title,
-                "principle": principle,
-                "when_to_apply": when,
-                "evidence": "The successful episode followed exactly this order.",
-            },
-        }
-    return f"<think>{think}</think><tool_call>{json.dumps(call)}</tool_call>"
+def mistakes_for(family: str) -> tuple[str, ...]:
+    """The mistakes :class:`MistakeExpert` can make in a game of ``family``."""
+    return COMMON_MISTAKES + MISTAKES_BY_FAMILY.get(family, ())
+
+
+@dataclass
+class MistakeExpert:
+    """The walkthrough ``plan`` (no detours) played with one scripted ``mistake`` (module text).
+
+    :meth:`reply` returns the next reply, or None when the expert stops (after a fatal mistake, or
+    when ``give_up`` and it has searched ``wander`` more places after the mistake). The injected
+    actions are chosen from the admissible ones at the time (a place the plan does not use), so
+    the mistake is real in the engine; when it cannot be made (no such place) the episode simply
+    has none. Deterministic for a given ``seed`` and sequence of observations.
+    """
+
+    plan: list[str]
+    mistake: str
+    give_up: bool = False
+    seed: int = 0
+    wander: int = 2
+
+    def __post_init__(self) -> None:
+        if self.mistake not in COMMON_MISTAKES + FATAL_MISTAKES + ("lamp_empty_handed",):
+            raise ValueError(f"unknown mistake {self.mistake!r}")
+        self._base = SearchingExpert(list(self.plan), 0, self.seed)
+        self._rng = random.Random(self.seed)
+        self._avoid = _places(self.plan)
+        self._queue: list = []
+        self._fired = False
+        self._stop = False
+        self._wandering: int | None = None
+        self._visited: set[str] = set()
+        self._detours: list[str] = []
+        self._last = ""
+
+    # ------------------------------------------------------------------ helpers
+    def _target(self) -> str:
+        """The kind of object the plan takes first."""
+        takes = [_TAKE.match(a) for a in self.plan]
+        return next((_kind(m.group("o")) for m in takes if m), "object")
+
+    def _pick_place(self, admissible: Sequence[str], prefer_closed: bool = False) -> str | None:
+        options = sorted(
+            a.removeprefix("go to ")
+            for a in admissible
+            if a.startswith("go to ") and a.removeprefix("go to ") not in self._avoid | self._visited
+        )
+        if prefer_closed:
+            closed = [o for o in options if _kind(o) in _CLOSED_KINDS]
+            options = closed or options
+        return self._rng.choice(options) if options else None
+
+    def _go_somewhere(self, prefer_closed: bool = False):
+        def step(admissible: Sequence[str]) -> str | None:
+            place = self._pick_place(admissible, prefer_closed)
+            if place is not None:
+                self._detours.append(place)
+            return None if place is None else f"go to {place}"
+
+        return step
+
+    def _go_back(self, index: int):
+        return lambda admissible: f"go to {self._detours[index]}" if len(self._detours) > index else None
+
+    @staticmethod
+    def _open_if_closed(admissible: Sequence[str]) -> str | None:
+        opens = [a for a in admissible if a.startswith("open ")]
+        return opens[0] if len(opens) == 1 else None
+
+    def _absent_take(self, admissible: Sequence[str]) -> str | None:
+        kind = self._target()
+        if not self._detours or any(
+            (m := _TAKE.match(a)) and _kind(m.group("o")) == kind for a in admissible
+        ):
+            return None  # the object is here after all: no absent take
+        return f"take {kind} 1 from {self._detours[-1]}"
+
+    # ------------------------------------------------------------------ triggers
+    def _trigger(self, admissible: Sequence[str]) -> list | None:
+        """The injected actions when the plan reaches this mistake's moment, else None."""
+        pos, plan = self._base._pos, self._base.plan
+        nxt = plan[pos] if pos < len(plan) else ""
+        searching = nxt.startswith("go to ") and search_target(plan[pos + 1 :]) is not None
+        m = self.mistake
+        if m == "take_absent" and searching:
+            return [self._go_somewhere(), self._absent_take]
+        if m == "revisit" and searching:
+            return [
+                self._go_somewhere(),
+                self._open_if_closed,
+                self._go_somewhere(),
+                self._open_if_closed,
+                self._go_back(0),
+            ]
+        if m == "closed_unopened" and searching:
+            return [self._go_somewhere(prefer_closed=True)]
+        if m == "repeated_invalid" and searching:
+            kind = self._target()
+            phrase = self._rng.choice([f"pick up the {kind}", f"search for the {kind}", f"find a {kind}"])
+            return [phrase, phrase]
+        if m == "missed_visible" and _TAKE.match(nxt):
+            here = _TAKE.match(nxt).group("r")
+            return [self._go_somewhere(), f"go to {here}"]
+        if m == "place_before_transform" and nxt.startswith("go to "):
+            following = [a for a in plan[pos + 1 :] if not a.startswith("open ")]
+            if following and following[0].split(" ", 1)[0] in ("clean", "heat", "cool"):
+                last_go = max(i for i, a in enumerate(plan) if a.startswith("go to "))
+                self._stop = True
+                return list(plan[last_go:])
+        if m == "lamp_empty_handed" and pos == 0:
+            uses = [i for i, a in enumerate(plan) if a.startswith("use ")]
+            gos = [i for i in range(uses[0]) if plan[i].startswith("go to ")] if uses else []
+            if gos:
+                return [plan[gos[-1]], plan[uses[0]]]
+        if m == "stopped_after_one" and self._last.startswith("move "):
+            self._stop = True
+            return []
+        return None
+
+    # ------------------------------------------------------------------ the reply
+    def reply(self, observation: str, admissible: Sequence[str]) -> str | None:
+        action = self._next(admissible)
+        if action is None:
+            return None
+        self._last = action
+        if action.startswith("go to "):
+            self._visited.add(action.removeprefix("go to "))
+        return expert_reply(action, (), None)
+
+    def _next(self, admissible: Sequence[str]) -> str | None:
+        while self._queue:
+            item = self._queue.pop(0)
+            action = item(admissible) if callable(item) else item
+            if action is not None:
+                return action
+        if self._stop and self._fired:
+            return None
+        if self._fired and self.give_up and self._wandering is None:
+            self._wandering = self.wander
+        if self._wandering is not None:
+            if self._wandering == 0:
+                return None
+            self._wandering -= 1
+            place = self._pick_place(admissible)
+            return None if place is None else f"go to {place}"
+        if not self._fired:
+            injected = self._trigger(admissible)
+            if injected is not None:
+                self._fired = True
+                self._queue = list(injected)
+                return self._next(admissible)
+        if self._base._pos >= len(self._base.plan):
+            return None
+        return _ACTION.search(self._base.reply("", admissible)).group(1)
+
+
+_ACTION = re.compile(r"<action>(.*)</action>", re.DOTALL)

@@ -37,6 +37,9 @@ class EpisodeSpec:
     iteration: int
     bank: Bank | None = None
     condition: str = "train"
+    seed_key: str | None = None
+    """Names the episode's sampling stream (None: ``traj_id``): episodes with the same key draw the
+    same random numbers at every step, e.g. a probe's runs with bank B and B′ (paired probes)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,9 @@ def collect_episodes(
     ``retriever`` selects each episode's skills from its bank once the task text is known (after
     reset). ``expert(spec, step, observation, admissible_actions)``, when given, writes the replies
     instead of the policy (walkthrough replay for SFT: same prompts, same loop; ``policy`` then only
-    needs a tokenizer). Returns
+    needs a tokenizer); a None reply ends that episode before the step (end reason ``stopped``).
+    Each episode samples from its own stream, seeded by ``(settings.seed, seed_key or traj_id,
+    step)``. Returns
     ``(steps, trajectories)`` frames with the STEPS and TRAJECTORIES schemas.
     """
     if not episodes:
@@ -143,15 +148,18 @@ def collect_episodes(
         active = [i for i, s in enumerate(live) if not s.done]
         if not active:
             break
+        if expert is not None:
+            replies = {
+                i: expert(live[i].spec, step, live[i].obs, live[i].info.get("admissible_actions", []))
+                for i in active
+            }
+            for i in [i for i in active if replies[i] is None]:  # the expert ends its episode here
+                _end(live[i], "stopped")
+            active = [i for i in active if replies[i] is not None]
         prompts = [render_step_prompt(policy.tokenizer, live[i], step, settings) for i in active]
         if expert is not None:
             gens = [
-                _expert_generation(
-                    policy.tokenizer,
-                    expert(live[i].spec, step, live[i].obs, live[i].info.get("admissible_actions", [])),
-                    text,
-                    n,
-                )
+                _expert_generation(policy.tokenizer, replies[i], text, n)
                 for i, (text, n) in zip(active, prompts, strict=True)
             ]
         else:
@@ -161,7 +169,10 @@ def collect_episodes(
                 temperature=settings.temperature,
                 top_p=settings.top_p,
                 stop="</action>",
-                seeds=[derive_seed(settings.seed, live[i].spec.traj_id, step) for i in active],
+                seeds=[
+                    derive_seed(settings.seed, live[i].spec.seed_key or live[i].spec.traj_id, step)
+                    for i in active
+                ],
             )
         requests, stepped = [], []
         for i, (text, prefix_chars), gen in zip(active, prompts, gens, strict=True):

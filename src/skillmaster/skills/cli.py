@@ -1,4 +1,4 @@
-"""``skillmaster skills show|diff``: look at banks and what changed between iterations."""
+"""``skillmaster skills show|diff|history``: look at banks, what changed between iterations, and why."""
 
 from __future__ import annotations
 
@@ -87,3 +87,20 @@ def diff(
         typer.echo(json.dumps([asdict(c) for c in changes], indent=2, ensure_ascii=False))
     else:
         typer.echo(format_diff(changes, str(pa), str(pb)))
+
+
+@skills_app.command("history")
+def history(
+    all_edits: Annotated[
+        bool, typer.Option("--all", help="Every edit with its fate, not only the committed ones.")
+    ] = False,
+    iteration: Annotated[int | None, typer.Option("--iteration", "-i", help="Only iteration N.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False,
+    root: RootOpt = Path("."),
+) -> None:
+    """The bank's lineage: each committed edit with its iteration, source episode, evidence, probes,
+    scores, U and the skill's text before and after."""
+    from skillmaster.skills.history import bank_history, format_history, history_json
+
+    entries = bank_history(root, committed_only=not all_edits, iteration=iteration)
+    typer.echo(history_json(entries) if as_json else format_history(entries, committed_only=not all_edits))

@@ -42,3 +42,14 @@ def draw_probes(
         raise ValueError(f"k must be >= 0 (got {k})")
     pool = sorted({c.task_id for c in candidates if getattr(c, match) == family} - {task_id})
     return probe_rng(seed, family, task_id).sample(pool, min(k, len(pool)))
+
+
+def choose_edits(keys: list[str], max_edits: int | None, seed: int) -> list[int]:
+    """Indices (ascending) of the edits to score when at most ``max_edits`` may be: all of them when
+    they fit, else a random subset drawn from ``(seed, keys)`` as the released code draws its
+    ``max_utility_candidates_per_batch`` (not the first ones, which would favour low trajectory ids)."""
+    n = len(keys)
+    if max_edits is None or n <= max_edits:
+        return list(range(n))
+    digest = hashlib.sha256("|".join([str(seed), *keys]).encode()).hexdigest()
+    return sorted(random.Random(int(digest[:16], 16)).sample(range(n), max_edits))

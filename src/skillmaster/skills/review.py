@@ -33,9 +33,42 @@ _GENERIC_RULES = (
 )
 
 
-def system_prompt(env: str = "alfworld") -> str:
-    """Role, reply format, tools and rules of METHOD.md §5 (constant for one environment)."""
+_EVIDENCE_CUES = (
+    "- Compare what happened with the shown skills one by one; having some skills for this category "
+    "is no reason to keep.",
+    "- In a failed episode, an action sent again after 'Nothing happens.', an object walked past, a "
+    "closed place left unopened, subgoals done in the wrong order or a lost count of objects is strong "
+    "evidence for propose_skill or update_skill, unless a shown skill already states that rule.",
+    "- In a successful episode, propose or update when the success rests on a tactic, an order of "
+    "subgoals or a search habit that no shown skill states.",
+)
+"""The released code's failure-evidence cues (``review.prompt: released``), in our words."""
+
+PROMPT_STYLES = ("method", "released")
+"""``method``: METHOD.md §5's rules; ``released``: plus the released code's evidence cues and a
+filled-in reply template per tool."""
+
+
+def reply_templates(category: str) -> list[str]:
+    """One filled-in reply template per tool (the released code's output formats), with the task's
+    category written in."""
+    return [
+        'keep_skill: <think>…</think><tool_call>{"name": "keep_skill", "arguments": {"reason": "…"}}</tool_call>',
+        'propose_skill: <think>…</think><tool_call>{"name": "propose_skill", "arguments": {"category": '
+        f'"{category}", "title": "…", "principle": "…", "when_to_apply": "…", "evidence": "…"}}}}</tool_call>',
+        'update_skill: <think>…</think><tool_call>{"name": "update_skill", "arguments": {"skill_id": '
+        '"<exact title of a shown skill>", "title": "…", "principle": "…", "when_to_apply": "…", "reason": '
+        '"…"}}</tool_call>',
+    ]
+
+
+def system_prompt(env: str = "alfworld", style: str = "method") -> str:
+    """Role, reply format, tools and rules of METHOD.md §5 (constant for one environment); the
+    ``released`` style adds the released code's evidence cues."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown review prompt style {style!r} (choose from {PROMPT_STYLES})")
     no_ids, no_actions = _DOMAIN_RULES.get(env, _GENERIC_RULES)
+    cues = list(_EVIDENCE_CUES) if style == "released" else []
     return "\n".join(
         [
             "You review a finished episode and maintain a bank of short, reusable skills.",
@@ -53,6 +86,7 @@ def system_prompt(env: str = "alfworld") -> str:
             "- Update only to revise a shown skill.",
             "- Keep only when the shown skills already cover what happened.",
             "- Success alone is no reason to keep; failure alone is no reason to edit.",
+            *cues,
             f"- {no_ids}",
             "- No placeholders or unfinished text.",
             f"- {no_actions}",
@@ -101,12 +135,14 @@ def render_review_prompt(
     action_chars: int = 220,
     feedback_chars: int | None = None,
     env: str = "alfworld",
+    style: str = "method",
 ) -> ReviewPrompt:
     """The review prompt of one finished trajectory (METHOD.md §5).
 
     ``steps`` is the whole episode in order; only the last ``history_steps`` are shown, each
     observation cut to ``obs_chars`` and each action to ``action_chars``. ``final_feedback`` (the
-    last observation) is cut to ``feedback_chars`` (default: ``obs_chars``).
+    last observation) is cut to ``feedback_chars`` (default: ``obs_chars``). ``style``:
+    :data:`PROMPT_STYLES`.
     """
     shown = list(steps)[-history_steps:] if history_steps > 0 else []
     lines = [
@@ -129,22 +165,21 @@ def render_review_prompt(
             lines.append(f"Action: {cut(s.action, action_chars)}")
     else:
         lines.append("No steps shown.")
-    lines += [
-        "",
-        f"Final feedback: {cut(final_feedback, feedback_chars or obs_chars)}",
-        "",
-        "Now reply with <think>…</think> and one <tool_call> JSON.",
-    ]
-    return ReviewPrompt(system_prompt(env), "\n".join(lines))
+    lines += ["", f"Final feedback: {cut(final_feedback, feedback_chars or obs_chars)}", ""]
+    if style == "released":
+        lines += ["Reply in one of these forms:", *reply_templates(category), ""]
+    lines.append("Now reply with <think>…</think> and one <tool_call> JSON.")
+    return ReviewPrompt(system_prompt(env, style), "\n".join(lines))
 
 
 def render_from_config(cfg: ReviewConfig, env: str = "alfworld", **episode) -> ReviewPrompt:
-    """:func:`render_review_prompt` with the cuts of ``review`` settings (``history_steps``,
-    ``obs_chars``, ``action_chars``); ``episode`` holds the trajectory fields."""
+    """:func:`render_review_prompt` with the ``review`` settings (``history_steps``, ``obs_chars``,
+    ``action_chars``, ``prompt``); ``episode`` holds the trajectory fields."""
     return render_review_prompt(
         history_steps=cfg.history_steps,
         obs_chars=cfg.obs_chars,
         action_chars=cfg.action_chars,
         env=env,
+        style=cfg.prompt,
         **episode,
     )

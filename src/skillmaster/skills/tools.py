@@ -418,3 +418,23 @@ def review_stats(statuses: Iterable[str], prefix: str = "reviews_") -> dict[str,
     out = {f"{prefix}{s}": int(counts.get(s, 0)) for s in STATUSES}
     out[f"{prefix}total"] = int(sum(counts.values()))
     return out
+
+
+def review_shares(tools: Iterable[str], statuses: Iterable[str]) -> dict[str, float]:
+    """Skill-bank analytics of one review batch (METHOD.md §9): replies by tool (``none`` when no
+    tool could be read, ``other`` for an unknown one) and the shares of valid edit calls
+    (added/updated), valid keeps, valid calls of any kind and parse errors."""
+    tools, statuses = list(tools), list(statuses)
+    n = len(statuses)
+    by_tool = Counter(t if t in TOOL_ARGS else ("none" if not t else "other") for t in tools)
+    out: dict[str, float] = {f"tool_{t}": int(by_tool.get(t, 0)) for t in (*TOOL_ARGS, "other", "none")}
+    count = Counter(statuses)
+
+    def share(k: int) -> float:
+        return k / n if n else 0.0
+
+    out["valid_edit_share"] = share(count["added"] + count["updated"])
+    out["valid_keep_share"] = share(count["kept"])
+    out["valid_call_share"] = share(sum(count[s] for s in VALID_STATUSES))
+    out["parse_error_share"] = share(count["parse_error"])
+    return out

@@ -1,13 +1,23 @@
 """Stage ``counterfactual``: score each skill edit on probe tasks and build bank N (METHOD.md §6).
 
-For every review whose status is added or updated (at most ``counterfactual.max_edits``, in
-trajectory order), K probe tasks of the same family are drawn from the training split; the
-current policy plays each probe once with bank B and once with B' (B plus the edit). All probe
-episodes of all edits run in one lock-step batch. U follows METHOD.md §6; edits with U above the
-threshold are committed to the next bank (or none, with ``commit: off``).
+For every review whose status is added or updated (at most ``counterfactual.max_edits``, a seeded
+random subset), K probe tasks of the same family are drawn from the training split; the current
+policy plays each probe once with bank B and once with B' (B plus the edit). With
+``counterfactual.paired`` the two runs of a probe share their sampling stream, so their difference
+comes from the edit. Each run is scored by ``counterfactual.score`` (``success``: METHOD.md §6;
+``progress``: walkthrough milestones for non-won probes). U follows METHOD.md §6; edits with U above
+the threshold are committed to the next bank (or none, with ``commit: off``).
+
+``counterfactual.placebo_edits`` placebo edits without content (``placebo_kind``: B' = B, or B plus
+a skill that gives no advice), on the probes of randomly drawn reviews, are scored in the same
+batch: how often the commit rule fires on them is the chance commit rate.
+All probe episodes of all edits and placebos run in one lock-step batch.
 """
 
 from __future__ import annotations
+
+import random
+from typing import Any
 
 import polars as pl
 
@@ -25,50 +35,82 @@ from skillmaster.stages.common import (
     suite_of,
     write_metrics,
 )
-from skillmaster.tables import EDITS, REVIEWS, TRAJECTORIES
+from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
 EDIT_STATUSES = ("added", "updated")
+NEUTRAL_SKILL = {
+    "title": "Placebo note",
+    "principle": "This note is a placebo and gives no advice about the task.",
+    "when_to_apply": "Never.",
+}
+"""The skill a ``neutral`` placebo edit adds: it changes the prompt, not the knowledge."""
 
 
-def probe_plan(ctx: StageContext, edits: pl.DataFrame, bank) -> list[tuple[dict, list[str], object]]:
-    """For each edit to score: its row, its probe task ids and the bank B' with the edit applied."""
-    from skillmaster.skills.bank import Edit, apply_edit
+def placebo_bank(bank, kind: str):
+    """B′ of a placebo edit: B itself (``identical``) or B plus :data:`NEUTRAL_SKILL` (``neutral``)."""
+    from skillmaster.skills.bank import GENERAL, Edit, apply_edit
+
+    if kind == "identical":
+        return bank
+    return apply_edit(bank, Edit(kind="propose", category=GENERAL, **NEUTRAL_SKILL))[0]
+
+
+def probe_ids(ctx: StageContext, row: dict) -> list[str]:
+    """The K probe tasks of the review ``row`` (METHOD.md §6 step 1)."""
     from skillmaster.skills.probes import draw_probes
 
     cfg = ctx.cfg
     tasks = suite_of(ctx).tasks(cfg.env.train_split)
     match = "category" if cfg.env.name == "webshop" else "family"
-    plan = []
-    for row in edits.iter_rows(named=True):
-        key = row["category"] if match == "category" else row["family"]
-        probes = draw_probes(
-            row["task_id"], key, tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match
-        )
-        after, _ = apply_edit(bank, Edit.model_validate_json(row["edit"]))
-        plan.append((row, probes, after))
-    return plan
+    key = row["category"] if match == "category" else row["family"]
+    return draw_probes(row["task_id"], key, tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match)
 
 
-def run_probes(ctx: StageContext, plan, bank) -> pl.DataFrame:
-    """Play every probe of every edit with B and with B' in one batch; returns the trajectories."""
+def probe_plan(ctx: StageContext, edits: list[dict], bank) -> list[tuple[dict, list[str], object]]:
+    """For each review row of an edit to score: the row, its probe task ids and the bank B' with
+    the edit applied."""
+    from skillmaster.skills.bank import Edit, apply_edit
+
+    return [
+        (row, probe_ids(ctx, row), apply_edit(bank, Edit.model_validate_json(row["edit"]))[0])
+        for row in edits
+    ]
+
+
+def edit_stem(iteration: int, e: int, placebo: bool = False) -> str:
+    """Id stem of the probes of candidate edit ``e`` (placebo ``e``): probe ``k``'s runs are
+    ``{stem}-{k:02d}-before`` and ``{stem}-{k:02d}-after``."""
+    return f"{iteration:03d}-{'q' if placebo else 'p'}{e:03d}"
+
+
+def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]], bank):
+    """Play every probe of every planned edit with B and with B' in one batch.
+
+    ``plan``: (id stem prefix, review row, probe task ids, B') per edit; probe ``k`` of an edit is
+    played as ``{stem}-{k:02d}-before`` and ``-after`` (sharing the sampling stream ``{stem}-{k:02d}``
+    when ``counterfactual.paired``). Returns (steps, trajectories).
+    """
     cfg, it = ctx.cfg, ctx.iteration
     by_id = {t.task_id: t for t in suite_of(ctx).tasks(cfg.env.train_split)}
     episodes = []
-    for e, (row, probes, after) in enumerate(plan):
+    for stem, row, probes, after in plan:
+        kind = "placebo" if stem.split("-")[-1].startswith("q") else "probe"
         for k, task_id in enumerate(probes):
+            key = f"{stem}-{k:02d}"
             for tag, b in (("before", bank), ("after", after)):
                 episodes.append(
                     EpisodeSpec(
-                        f"{it:03d}-p{e:03d}-{k:02d}-{tag}",
+                        f"{key}-{tag}",
                         by_id[task_id],
                         row["group_id"],
                         it,
                         bank=b,
-                        condition=f"probe_{tag}",
+                        condition=f"{kind}_{tag}",
+                        seed_key=key if cfg.counterfactual.paired else None,
                     )
                 )
     if not episodes:
-        return TRAJECTORIES.empty()
+        return STEPS.empty(), TRAJECTORIES.empty()
     settings = RolloutSettings.from_config(
         cfg,
         max_steps=cfg.counterfactual.max_steps,
@@ -76,11 +118,42 @@ def run_probes(ctx: StageContext, plan, bank) -> pl.DataFrame:
     )
     policy = load_policy(ctx, it - 1)
     with make_pool(ctx, len(episodes), settings.max_steps) as pool:
-        _, trajs = collect_episodes(
+        steps, trajs = collect_episodes(
             policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}"
         )
     check_env_errors(trajs, f"counterfactual probes (iteration {it})")
-    return trajs
+    return steps, trajs
+
+
+def run_scores(ctx: StageContext, steps: pl.DataFrame, trajs: pl.DataFrame) -> dict[str, float]:
+    """The probe score s of every run (``counterfactual.score``), by trajectory id."""
+    from skillmaster.rollout.progress import episode_progress, progress_score
+    from skillmaster.skills.utility import probe_score
+
+    cf = ctx.cfg.counterfactual
+    t_max = cf.max_steps or ctx.cfg.env.max_steps
+    if cf.score == "success":
+        return {r["traj_id"]: probe_score(r["won"], r["length"], t_max) for r in trajs.iter_rows(named=True)}
+    walkthrough = getattr(suite_of(ctx), "walkthrough", None)
+    if walkthrough is not None:
+        shares, _ = episode_progress(steps, trajs, walkthrough)
+    else:  # no walkthroughs (WebShop): the episode's own [0, 1] score is its progress
+        shares = {r["traj_id"]: float(r["score"]) for r in trajs.iter_rows(named=True)}
+    return {
+        r["traj_id"]: progress_score(r["won"], r["length"], t_max, min(1.0, max(0.0, shares[r["traj_id"]])))
+        for r in trajs.iter_rows(named=True)
+    }
+
+
+def utility_stats(utilities: list[float], prefix: str = "utility_") -> dict[str, float]:
+    """The distribution of U over scored edits: how many are non-zero, positive, and the range."""
+    n = len(utilities)
+    return {
+        f"{prefix}nonzero_share": sum(u != 0 for u in utilities) / n if n else 0.0,
+        f"{prefix}positive_share": sum(u > 0 for u in utilities) / n if n else 0.0,
+        f"{prefix}min": min(utilities, default=0.0),
+        f"{prefix}max": max(utilities, default=0.0),
+    }
 
 
 def check_reviews(ctx: StageContext, reviews: pl.DataFrame) -> None:
@@ -108,35 +181,63 @@ def check_reviews(ctx: StageContext, reviews: pl.DataFrame) -> None:
 @register("counterfactual")
 def counterfactual_stage(ctx: StageContext) -> dict:
     from skillmaster.skills.bank import Edit, bank_size, bank_stats, save_bank
-    from skillmaster.skills.commit import ScoredEdit, commit_edits, commit_stats
-    from skillmaster.skills.utility import probe_score, utility
+    from skillmaster.skills.commit import COMMIT_POLICIES, ScoredEdit, commit_edits, commit_stats
+    from skillmaster.skills.probes import choose_edits
+    from skillmaster.skills.utility import utility
 
     cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual
     bank = load_bank_at(ctx, it - 1)
     reviews = REVIEWS.read(ctx.paths.reviews(it))
     check_reviews(ctx, reviews)
     candidates = reviews.filter(pl.col("status").is_in(EDIT_STATUSES)).sort("traj_id")
-    n_scored = 0 if not cf.enabled else min(candidates.height, cf.max_edits or candidates.height)
-    plan = probe_plan(ctx, candidates.head(n_scored), bank)
-    probes = run_probes(ctx, plan, bank)
-    runs = {r["traj_id"]: r for r in probes.iter_rows(named=True)}
-    t_max = cf.max_steps or cfg.env.max_steps
+    chosen = (
+        choose_edits(candidates["traj_id"].to_list(), cf.max_edits, derive_seed(cfg.seed, "edits", it))
+        if cf.enabled
+        else []
+    )
+    rows_by_e = list(candidates.iter_rows(named=True))
+    plan = [
+        (edit_stem(it, e), row, ids, after)
+        for e, (row, ids, after) in zip(
+            chosen, probe_plan(ctx, [rows_by_e[e] for e in chosen], bank), strict=True
+        )
+    ]
+    planned = {e: p for e, p in zip(chosen, plan, strict=True)}
+    placebo_rows = []
+    if cf.enabled and cf.placebo_edits and reviews.height:
+        rng = random.Random(derive_seed(cfg.seed, "placebo", it))
+        pool = list(reviews.sort("traj_id").iter_rows(named=True))
+        for q, row in enumerate(rng.sample(pool, min(cf.placebo_edits, len(pool)))):
+            placebo_rows.append(row)
+            plan.append(
+                (
+                    edit_stem(it, q, placebo=True),
+                    row,
+                    probe_ids(ctx, row),
+                    placebo_bank(bank, cf.placebo_kind),
+                )
+            )
+    steps, probes = run_probes(ctx, plan, bank)
+    scores = run_scores(ctx, steps, probes)
     size_before = bank_size(bank).total
 
+    def paired_scores(stem: str, n: int) -> tuple[list[float], list[float]]:
+        return (
+            [scores[f"{stem}-{k:02d}-before"] for k in range(n)],
+            [scores[f"{stem}-{k:02d}-after"] for k in range(n)],
+        )
+
     rows, scored_edits = [], []
-    for e, row in enumerate(candidates.iter_rows(named=True)):
-        before, after, probe_ids, u = [], [], [], 0.0
-        if e < n_scored:
-            _, probe_ids, bank_after = plan[e]
-            for k in range(len(probe_ids)):
-                b, a = runs[f"{it:03d}-p{e:03d}-{k:02d}-before"], runs[f"{it:03d}-p{e:03d}-{k:02d}-after"]
-                before.append(probe_score(b["won"], b["length"], t_max))
-                after.append(probe_score(a["won"], a["length"], t_max))
+    for e, row in enumerate(rows_by_e):
+        before, after, ids, u = [], [], [], 0.0
+        if e in planned:
+            stem, _, ids, bank_after = planned[e]
+            before, after = paired_scores(stem, len(ids))
             u = utility(
                 before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(bank_after).total
             )
         edit = Edit.model_validate_json(row["edit"])
-        scored_edits.append(ScoredEdit(row["traj_id"], edit, u, scored=e < n_scored))
+        scored_edits.append(ScoredEdit(row["traj_id"], edit, u, scored=e in planned))
         rows.append(
             {
                 "iteration": it,
@@ -147,28 +248,72 @@ def counterfactual_stage(ctx: StageContext) -> dict:
                 "status": row["status"],
                 "skill_id": row["skill_id"],
                 "edit": row["edit"],
-                "scored": e < n_scored,
-                "probe_task_ids": probe_ids,
+                "scored": e in planned,
+                "probe_task_ids": ids,
                 "scores_before": before,
                 "scores_after": after,
                 "utility": u,
                 "committed": False,
+                "commit_reason": "",
+                "committed_id": "",
             }
         )
     new_bank, decisions = commit_edits(bank, scored_edits, cf.commit, cf.commit_threshold)
     for r, d in zip(rows, decisions, strict=True):
-        r["committed"] = d.committed
+        r.update(committed=d.committed, commit_reason=d.reason, committed_id=d.skill_id)
+
+    eligible = COMMIT_POLICIES[cf.commit]
+    placebos = []
+    for (stem, _, ids, after_bank), row in zip(plan[len(chosen) :], placebo_rows, strict=True):
+        before, after = paired_scores(stem, len(ids))
+        u = utility(
+            before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(after_bank).total
+        )
+        null = ScoredEdit(row["traj_id"], Edit(kind="keep"), u)
+        fires = eligible is not None and eligible(null, cf.commit_threshold)
+        placebos.append(
+            {
+                "iteration": it,
+                "traj_id": row["traj_id"],
+                "family": row["family"],
+                "probe_task_ids": ids,
+                "scores_before": before,
+                "scores_after": after,
+                "kind": cf.placebo_kind,
+                "utility": u,
+                "would_commit": bool(fires),
+            }
+        )
+
     edits = EDITS.from_rows(rows)
     folder = ctx.paths.counterfactual_dir(it)
-    with atomic_dir(folder) as tmp:  # both tables or neither
+    with atomic_dir(folder) as tmp:  # every table or none
         EDITS.write(edits, tmp / ctx.paths.edits(it).relative_to(folder))
+        PLACEBOS.write(PLACEBOS.from_rows(placebos), tmp / ctx.paths.placebos(it).relative_to(folder))
+        # the edits' and the placebos' probes
         TRAJECTORIES.write(probes, tmp / ctx.paths.probe_steps(it).relative_to(folder))
+        STEPS.write(steps, tmp / ctx.paths.probe_actions(it).relative_to(folder))
     save_bank(new_bank, ctx.paths.bank(it))  # atomic; the bank it replaces is kept (.prev.json)
-    metrics = {
+    real = probes.filter(pl.col("condition").str.starts_with("probe_"))
+    scored_u = [e.utility for e in scored_edits if e.scored]
+    placebo_u = [p["utility"] for p in placebos]
+    metrics: dict[str, Any] = {
         **commit_stats(scored_edits, decisions),
-        "probe_episodes": probes.height,
-        "probe_episodes_per_scored_edit": probes.height / n_scored if n_scored else 0.0,
-        "probe_success_rate": float(probes["won"].mean()) if probes.height else 0.0,
+        **utility_stats(scored_u),
+        **{
+            f"edits_committed_{status}": sum(
+                d.committed and r["status"] == status for r, d in zip(rows, decisions, strict=True)
+            )
+            for status in EDIT_STATUSES
+        },
+        "probe_episodes": real.height,
+        "probe_episodes_per_scored_edit": real.height / len(chosen) if chosen else 0.0,
+        "probe_success_rate": float(real["won"].mean()) if real.height else 0.0,
+        "probe_mean_score": sum(scores[t] for t in real["traj_id"]) / real.height if real.height else 0.0,
+        "placebo_scored": len(placebos),
+        "placebo_commits": sum(p["would_commit"] for p in placebos),
+        "placebo_commit_rate": sum(p["would_commit"] for p in placebos) / len(placebos) if placebos else 0.0,
+        **utility_stats(placebo_u, "placebo_utility_"),
         **bank_stats(new_bank),
     }
     write_metrics(ctx, "counterfactual", metrics)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from skillmaster.io import read_json, write_json
+from skillmaster.pipeline import EDIT_PLOT_COLUMNS, REVIEW_PLOT_COLUMNS
 from skillmaster.plots import label, line_plot, write_csv
 from skillmaster.stages import StageContext, register
 
 STAGE_FILES = ("collect", "review", "counterfactual", "train", "eval")
+INVALID_STATUSES = ("duplicate", "not_found", "invalid_arguments", "unknown_tool")
 
 
 def primary_eval(ctx: StageContext, eval_metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -40,6 +42,43 @@ def iteration_summary(ctx: StageContext, it: int) -> dict[str, Any]:
     if bank_path.is_file():
         row["bank"] = bank_stats(load_bank(bank_path), prefix="")
     return row
+
+
+def skill_rows(summary: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Skill-bank analytics per iteration (METHOD.md §9): reviews by outcome, and edits scored,
+    committed and their utility next to the placebo edits' chance commits."""
+    reviews, edits = [], []
+    for s in summary:
+        r = s.get("review")
+        if r and r.get("enabled", True):
+            reviews.append(
+                {
+                    "iteration": s["iteration"],
+                    "added": r.get("reviews_added", 0),
+                    "updated": r.get("reviews_updated", 0),
+                    "kept": r.get("reviews_kept", 0),
+                    "invalid": sum(r.get(f"reviews_{k}", 0) for k in INVALID_STATUSES),
+                    "parse_error": r.get("reviews_parse_error", 0),
+                    "valid_edit_share": round(r.get("valid_edit_share", 0.0), 4),
+                    "parse_error_share": round(r.get("parse_error_share", 0.0), 4),
+                }
+            )
+        c = s.get("counterfactual")
+        if c:
+            edits.append(
+                {
+                    "iteration": s["iteration"],
+                    "candidates": c.get("edits_total", 0),
+                    "scored": c.get("edits_scored", 0),
+                    "committed": c.get("edits_committed", 0),
+                    "placebo_scored": c.get("placebo_scored", 0),
+                    "placebo_commits": c.get("placebo_commits", 0),
+                    "mean_utility_committed": round(c.get("mean_utility_committed", 0.0), 4),
+                    "utility_nonzero_share": round(c.get("utility_nonzero_share", 0.0), 4),
+                    "placebo_commit_rate": round(c.get("placebo_commit_rate", 0.0), 4),
+                }
+            )
+    return reviews, edits
 
 
 def plot_rows(ctx: StageContext, summary: list[dict[str, Any]]) -> tuple[list[dict], list[str], list[dict]]:
@@ -76,11 +115,16 @@ def report_stage(ctx: StageContext) -> dict:
         check_in_sync(cfg, ctx.root)
     summary = [iteration_summary(ctx, it) for it in range(cfg.loop.iterations + 1)]
     success_rows, families, bank_rows = plot_rows(ctx, summary)
+    review_rows, edit_rows = skill_rows(summary)
     plots = paths.plots_dir
     write_csv(plots / "success_by_family.csv", success_rows, ["iteration", "overall", *families])
     write_csv(
         plots / "bank_size.csv", bank_rows, ["iteration", "total", "general", "task_specific", "mistakes"]
     )
+    write_csv(plots / "skill_reviews.csv", review_rows, ["iteration", *REVIEW_PLOT_COLUMNS,
+              "valid_edit_share", "parse_error_share"])  # fmt: skip
+    write_csv(plots / "skill_edits.csv", edit_rows, ["iteration", "candidates", *EDIT_PLOT_COLUMNS,
+              "mean_utility_committed", "utility_nonzero_share", "placebo_commit_rate"])  # fmt: skip
     pngs = []
     if success_rows:
         pngs.append(
@@ -103,6 +147,25 @@ def report_stage(ctx: StageContext) -> dict:
                 "skills",
             )
         )
+    # written even when empty (review off): they are DVC outputs of this stage
+    pngs.append(
+        line_plot(
+            plots / "skill_reviews.png",
+            review_rows,
+            list(REVIEW_PLOT_COLUMNS),
+            "Reviews by outcome",
+            "reviews",
+        )
+    )
+    pngs.append(
+        line_plot(
+            plots / "skill_edits.png",
+            edit_rows,
+            ["candidates", *EDIT_PLOT_COLUMNS],
+            "Edits: scored, committed, placebo commits",
+            "edits",
+        )
+    )
     final = next((r for r in reversed(success_rows)), {})
     out = {"method": cfg.method, "iterations": summary, "final_success": final}
     write_json(paths.summary, out)

@@ -49,13 +49,13 @@ def review_prompts(
 
 @register("review")
 def review_stage(ctx: StageContext) -> dict:
-    from skillmaster.skills.tools import review_stats, score_review
+    from skillmaster.skills.tools import review_shares, review_stats, score_review
 
     cfg, it = ctx.cfg, ctx.iteration
     out = ctx.paths.reviews(it)
     if not cfg.review.enabled:
         REVIEWS.write(REVIEWS.empty(), out)
-        metrics = {"enabled": False, **review_stats([])}
+        metrics = {"enabled": False, **review_stats([]), **review_shares([], [])}
         write_metrics(ctx, "review", metrics)
         return metrics
     trajs = TRAJECTORIES.read(ctx.paths.trajectories(it))
@@ -104,6 +104,7 @@ def review_stage(ctx: StageContext) -> dict:
     metrics = {
         "enabled": True,
         **review_stats(reviews["status"].to_list()),
+        **review_shares(reviews["tool"].to_list(), reviews["status"].to_list()),
         "mean_shaping": float(reviews["shaping"].mean()) if reviews.height else 0.0,
         "mean_response_tokens": float(reviews["response_tokens"].mean()) if reviews.height else 0.0,
         "generation_seconds": round(policy.stats.seconds - gen_seconds, 2),

@@ -5,9 +5,16 @@ families) through the real engine with the rollout collector itself, so every sa
 by the very function rollouts use (same skills shown, same history window); the reply is the
 expert action with a generated ``<think>``. With ``sft.search_detours`` > 0 the expert first checks
 up to that many other places before each place the walkthrough visits to find something
-(:class:`~skillmaster.agent.expert.SearchingExpert`), so the traces show searching. Optional review-turn examples teach the tool-call
-format. ``sft`` trains on them with the RL trainer's code path (loss on response tokens only);
-the checkpoint becomes iteration 1's starting policy.
+(:class:`~skillmaster.agent.expert.SearchingExpert`), so the traces show searching.
+
+Review-turn examples (``sft.review_examples``) are derived from evidence, for all three tools:
+the won replays and ``sft.mistake_episodes`` episodes per game played with one scripted mistake
+(:class:`~skillmaster.agent.expert.MistakeExpert`, whose action rows are never targets) are read
+for mistakes and working tactics (:mod:`skillmaster.skills.evidence`), each becomes a lesson, and
+``sft.reviews_per_episode`` targets per episode are made (about 40% propose, 30% update, 30% keep),
+each with the review prompt rendered from the bank it is correct for
+(:mod:`skillmaster.skills.lessons`). ``sft`` trains on them with the RL trainer's code path (loss on
+response tokens only); the checkpoint becomes iteration 1's starting policy.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from types import SimpleNamespace
 
 import polars as pl
 
-from skillmaster.agent.expert import SearchingExpert, expert_review
+from skillmaster.agent.expert import SearchingExpert
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
@@ -28,52 +35,204 @@ from skillmaster.stages.common import (
     stratified_tasks,
     suite_of,
 )
-from skillmaster.tables import SFT_SAMPLES
+from skillmaster.tables import SFT_SAMPLES, TRAJECTORIES
+
+REVIEW_TOKEN_MARGIN = 16
+"""Every review target is at least this many tokens shorter than ``review.max_new_tokens``."""
+
+
+def _replay(ctx: StageContext, tasks, make_expert, limit: int, prefix: str, desc: str):
+    """Play one expert episode per entry of ``tasks`` through the collector; returns (steps, trajectories)."""
+    from skillmaster.modeling import load_tokenizer
+
+    cfg = ctx.cfg
+    bank = load_bank_at(ctx, 0) if cfg.skills.enabled else None
+    episodes = [
+        EpisodeSpec(f"{prefix}-{i:04d}", t, i, 0, bank=bank, condition="sft") for i, t in enumerate(tasks)
+    ]
+    experts = {e.traj_id: make_expert(e) for e in episodes}
+
+    def expert(spec: EpisodeSpec, step: int, observation: str, admissible: list[str]) -> str | None:
+        return experts[spec.traj_id].reply(observation, admissible)
+
+    settings = RolloutSettings.from_config(cfg, max_steps=limit)
+    holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
+    with make_pool(ctx, len(episodes), limit) as pool:
+        return collect_episodes(holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc=desc)
+
+
+def sft_games(ctx: StageContext, split: str, num_games: int | None):
+    """The cold start's games (stratified over families) and their walkthroughs."""
+    probe = suite_of(ctx)
+    tasks = stratified_tasks(probe.tasks(split), num_games, ctx.cfg.seed)
+    return tasks, {t.task_id: probe.walkthrough(t.task_id, t.split) for t in tasks}
 
 
 def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     """Play the expert walkthroughs of ``num_games`` games of ``split``; returns (steps, trajectories)."""
-    from skillmaster.modeling import load_tokenizer
-
     cfg = ctx.cfg
-    probe = suite_of(ctx)
-    tasks = stratified_tasks(probe.tasks(split), num_games, cfg.seed)
-    walkthroughs = {t.task_id: probe.walkthrough(t.task_id, t.split) for t in tasks}
+    tasks, walkthroughs = sft_games(ctx, split, num_games)
     longest = max((len(w) for w in walkthroughs.values()), default=1)
-    bank = load_bank_at(ctx, 0) if cfg.skills.enabled else None
-    episodes = [EpisodeSpec(f"sft-{i:04d}", t, i, 0, bank=bank, condition="sft") for i, t in enumerate(tasks)]
-
     detours = cfg.sft.search_detours
-    experts = {
-        e.traj_id: SearchingExpert(
-            walkthroughs[e.task.task_id], detours, derive_seed(cfg.seed, "sft", e.traj_id)
-        )
-        for e in episodes
-    }
-
-    def expert(spec: EpisodeSpec, step: int, observation: str, admissible: list[str]) -> str:
-        return experts[spec.traj_id].reply(observation, admissible)
-
     # each search visit (at most one per walkthrough step) may add `detours` go-to's and as many opens
     limit = longest * (1 + 2 * detours) + 1
-    settings = RolloutSettings.from_config(cfg, max_steps=limit)
-    holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
-    with make_pool(ctx, len(episodes), limit) as pool:
-        return collect_episodes(
-            holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc="replay walkthroughs"
+    return _replay(
+        ctx,
+        tasks,
+        lambda e: SearchingExpert(
+            walkthroughs[e.task.task_id], detours, derive_seed(cfg.seed, "sft", e.traj_id)
+        ),
+        limit,
+        "sft",
+        "replay walkthroughs",
+    )
+
+
+def replay_mistakes(ctx: StageContext, split: str, num_games: int | None, per_game: int):
+    """``per_game`` episodes of each cold-start game played with one scripted mistake each
+    (:class:`~skillmaster.agent.expert.MistakeExpert`; half of them give up after it). Returns
+    (steps, trajectories, the mistake each episode was scripted to make)."""
+    import random
+
+    from skillmaster.agent.expert import MistakeExpert, mistakes_for
+
+    cfg = ctx.cfg
+    games, walkthroughs = sft_games(ctx, split, num_games)
+    tasks = [t for t in games for _ in range(per_game)]
+    rng = random.Random(derive_seed(cfg.seed, "sft-mistakes"))
+    plans = []
+    for i, t in enumerate(tasks):
+        kinds = mistakes_for(t.family)
+        plans.append((kinds[(i + rng.randrange(len(kinds))) % len(kinds)], rng.random() < 0.5))
+    intended = {f"mis-{i:04d}": plan[0] for i, plan in enumerate(plans)}
+    longest = max((len(w) for w in walkthroughs.values()), default=1)
+    steps, trajs = _replay(
+        ctx,
+        tasks,
+        lambda e: MistakeExpert(
+            walkthroughs[e.task.task_id],
+            plans[e.group_id][0],
+            give_up=plans[e.group_id][1],
+            seed=derive_seed(cfg.seed, "sft-mistake", e.traj_id),
+        ),
+        longest + 8,  # the injected steps (at most 5) and a short search after giving up
+        "mis",
+        "replay with mistakes",
+    )
+    return steps, trajs, intended
+
+
+def review_targets(
+    ctx: StageContext, trajs: pl.DataFrame, steps: pl.DataFrame, intended: dict[str, str], tokenizer
+) -> tuple[list[dict], dict]:
+    """SFT review rows derived from the episodes' evidence (:mod:`skillmaster.skills.lessons`), and
+    their metrics. ``intended``: traj id → the mistake its expert was scripted to make (tried first)."""
+    import random
+    from collections import Counter
+
+    from skillmaster.agent.tokens import encode_response
+    from skillmaster.skills import evidence as ev
+    from skillmaster.skills.lessons import assign_kinds, check_example, review_example
+    from skillmaster.skills.retrieval import render_skill_block
+    from skillmaster.stages.review import review_prompts
+
+    cfg = ctx.cfg
+    bank0 = load_bank_at(ctx, 0)
+    retrieve = retriever_of(ctx)
+    suite = suite_of(ctx)
+    window = cfg.review.history_steps
+    budget = cfg.review.max_new_tokens - REVIEW_TOKEN_MARGIN
+    by_traj = {key[0]: frame.sort("step") for key, frame in steps.group_by("traj_id")}
+    episodes = []
+    for t in trajs.iter_rows(named=True):
+        frame = by_traj.get(t["traj_id"])
+        if frame is None:
+            continue
+        walkthrough = suite.walkthrough(t["task_id"], t["split"])
+        episode = ev.Episode(
+            t["family"],
+            t["won"],
+            t["initial_observation"],
+            tuple(ev.Step(s["action"], s["valid"], s["observation"]) for s in frame.iter_rows(named=True)),
+            ev.target_of(walkthrough),
         )
+        first_shown = max(0, len(episode.steps) - window) if window > 0 else len(episode.steps)
+        found = [f for f in ev.find_mistakes(episode) + ev.find_tactics(episode)
+                 if f.step is None or f.step >= first_shown]  # fmt: skip
+        found.sort(key=lambda f: f.kind != intended.get(t["traj_id"]))  # the scripted mistake first
+        if found:
+            episodes.append((t, found))
+    kinds = assign_kinds([cfg.sft.reviews_per_episode] * len(episodes))
+    made, rows, skipped, tokens = Counter(), [], Counter(), []
+    findings = Counter(f.kind for _, found in episodes for f in found)
+    examples = []
+    for (t, found), wanted in zip(episodes, kinds, strict=True):
+        for j, kind in enumerate(wanted):
+            finding = found[j % len(found)]
+            rng = random.Random(derive_seed(cfg.seed, "sft-review", t["traj_id"], j))
+
+            def select(bank, t=t):
+                sel = retrieve(bank, t["task_text"], t["category"])
+                return (*sel.general, *sel.task_specific), sel.mistakes
+
+            ex = review_example(
+                kind, finding, findings=found, bank=bank0, category=t["category"], family=t["family"],
+                won=t["won"], select=select, rng=rng,
+            )  # fmt: skip
+            if ex is None or check_example(ex, t["category"], cfg.review.shaping):
+                skipped[kind] += 1
+                continue
+            n = len(encode_response(tokenizer, ex.reply)) + 1  # + the end-of-turn token
+            if n > budget:
+                skipped[kind] += 1
+                continue
+            block, _ = render_skill_block(retrieve(ex.bank, t["task_text"], t["category"]))
+            examples.append((t | {"skills_block": block}, ex))
+            made[kind] += 1
+            tokens.append(n)
+    if examples:
+        frame = TRAJECTORIES.from_rows([t for t, _ in examples])
+        prompts = review_prompts(ctx, frame, steps, tokenizer)
+        for (t, ex), (prompt, prefix_chars) in zip(examples, prompts, strict=True):
+            rows.append(
+                {
+                    "task_id": t["task_id"],
+                    "family": t["family"],
+                    "kind": "review",
+                    "step": t["length"],
+                    "prompt": prompt,
+                    "prefix_chars": prefix_chars,
+                    "response": ex.reply,
+                }
+            )
+    total = sum(made.values())
+    metrics = {
+        "review_episodes": len(episodes),
+        "review_episodes_won": sum(t["won"] for t, _ in episodes),
+        **{f"review_targets_{k}": made[k] for k in ("propose", "update", "keep")},
+        **{
+            f"review_share_{k}": round(made[k] / total, 4) if total else 0.0
+            for k in ("propose", "update", "keep")
+        },
+        "review_targets_skipped": sum(skipped.values()),
+        "review_target_tokens_max": max(tokens, default=0),
+        "review_target_tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else 0.0,
+        "review_token_budget": budget,
+        "findings": dict(sorted(findings.items())),
+    }
+    return rows, metrics
 
 
 @register("sft-data")
 def sft_data_stage(ctx: StageContext) -> dict:
+    from skillmaster.io import write_json
     from skillmaster.modeling import load_tokenizer
-    from skillmaster.stages.review import review_prompts
 
     cfg = ctx.cfg
     steps, trajs = replay_walkthroughs(ctx, cfg.sft.split, cfg.sft.num_games)
     check_env_errors(trajs, "sft-data (walkthrough replay)")
     won = trajs.filter(pl.col("won"))
-    steps = steps.join(won.select("traj_id", "family"), on="traj_id")
+    won_steps = steps.join(won.select("traj_id", "family"), on="traj_id")
     rows = [
         {
             "task_id": r["task_id"],
@@ -84,33 +243,31 @@ def sft_data_stage(ctx: StageContext) -> dict:
             "prefix_chars": r["prefix_chars"],
             "response": r["response"],
         }
-        for r in steps.iter_rows(named=True)
+        for r in won_steps.iter_rows(named=True)
     ]
+    metrics: dict = {"games": trajs.height, "walkthroughs_won": won.height}
     if cfg.sft.review_examples and cfg.review.enabled and won.height:
-        bank = load_bank_at(ctx, 0)
-        tokenizer = load_tokenizer(ctx.paths.base_model)
-        prompts = review_prompts(ctx, won, steps.drop("family"), tokenizer)
-        for t, (prompt, prefix_chars) in zip(won.iter_rows(named=True), prompts, strict=True):
-            has = bool(bank.task_specific_skills.get(t["category"]))
-            rows.append(
-                {
-                    "task_id": t["task_id"],
-                    "family": t["family"],
-                    "kind": "review",
-                    "step": t["length"],
-                    "prompt": prompt,
-                    "prefix_chars": prefix_chars,
-                    "response": expert_review(t["family"], t["category"], has),
-                }
+        episodes, episode_steps, intended = won, won_steps.drop("family"), {}
+        if cfg.sft.mistake_episodes:
+            m_steps, m_trajs, intended = replay_mistakes(
+                ctx, cfg.sft.split, cfg.sft.num_games, cfg.sft.mistake_episodes
             )
+            episodes = pl.concat([won, m_trajs])
+            episode_steps = pl.concat([episode_steps, m_steps])
+            metrics |= {"mistake_episodes": m_trajs.height, "mistake_episodes_won": int(m_trajs["won"].sum())}
+        review_rows, review_metrics = review_targets(
+            ctx, episodes, episode_steps, intended, load_tokenizer(ctx.paths.base_model)
+        )
+        rows += review_rows
+        metrics |= review_metrics
     samples = SFT_SAMPLES.from_rows(rows)
     SFT_SAMPLES.write(samples, ctx.paths.sft_data)
-    return {
-        "games": trajs.height,
-        "walkthroughs_won": won.height,
+    metrics |= {
         "action_samples": int((samples["kind"] == "action").sum()),
         "review_samples": int((samples["kind"] == "review").sum()),
     }
+    write_json(ctx.paths.metrics(0, "sft_data"), metrics)
+    return metrics
 
 
 @register("sft")

@@ -4,7 +4,10 @@ Reads the iteration's step, trajectory, review and edit tables and continues the
 iteration N-1 (a LoRA adapter over the policy base, or full weights). The checkpoint lands in
 ``models/policy/iter_NNN`` atomically with a ``COMPLETE`` marker; a killed run resumes from the
 newest complete step checkpoint under ``.skillmaster/resume/``. ``train.enabled: false`` records
-that the policy is unchanged (a pointer), so evaluation-only runs keep the same DAG.
+that the policy is unchanged (a pointer), so evaluation-only runs keep the same DAG. With
+``train.progress_reward`` > 0 (not in the paper) action rewards gain a dense progress bonus: the
+walkthrough milestones still ahead of each step (:mod:`skillmaster.rollout.progress`; WebShop: the
+episode's score).
 """
 
 from __future__ import annotations
@@ -13,6 +16,24 @@ from skillmaster.io import write_json
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import check_collection, policy_base, policy_dir_at, write_pointer
 from skillmaster.tables import EDITS, REVIEWS, STEPS, TRAJECTORIES
+
+
+def step_progress(ctx: StageContext, steps, trajs):
+    """Per-step progress for ``train.progress_reward`` (None when it is off): walkthrough milestones
+    reached from each step on (ALFWorld), or, without walkthroughs (WebShop), the episode's own
+    [0, 1] score at every step."""
+    if ctx.cfg.train.progress_reward <= 0:
+        return None
+    import polars as pl
+
+    from skillmaster.rollout.progress import episode_progress
+    from skillmaster.stages.common import suite_of
+
+    walkthrough = getattr(suite_of(ctx), "walkthrough", None)
+    if walkthrough is not None:
+        return episode_progress(steps, trajs, walkthrough)[1]
+    score = trajs.select("traj_id", pl.col("score").clip(0.0, 1.0).alias("progress_to_go"))
+    return steps.select("traj_id", "step").join(score, on="traj_id", how="left")
 
 
 @register("train")
@@ -42,6 +63,7 @@ def train_stage(ctx: StageContext) -> dict:
         state_dir=paths.stage_state("train", it),
         tracker=ctx.tracker,
         iteration=it,
+        progress=step_progress(ctx, steps, trajs),
     )
     if PartialState().is_main_process:  # train_iteration already logged these to MLflow
         write_json(paths.metrics(it, "train"), {k.removeprefix("train/"): v for k, v in metrics.items()})

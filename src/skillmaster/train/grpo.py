@@ -561,6 +561,7 @@ def train_iteration(
     tracker=None,
     iteration: int = 1,
     on_step: Callable[[int, TrainerRun], None] | None = None,
+    progress=None,
 ) -> dict[str, float]:
     """One DualAdv-GRPO update (METHOD.md §7) from the iteration's tables; writes ``out_dir``.
 
@@ -568,7 +569,9 @@ def train_iteration(
     frames of :mod:`skillmaster.tables` (``reviews``/``edits`` may be None). Per-step metrics go
     to ``tracker`` as ``train_step/*`` against a global step; the returned summary (sample,
     advantage and training metrics: ``train/adv/action_mean``, ``train/loss``, ``train/kl``, ...)
-    is logged too, at ``step=iteration``. Run it on every rank under ``accelerate launch``.
+    is logged too, at ``step=iteration``. ``progress``: the per-step milestone progress for the
+    dense progress reward (``train.progress_reward``; see :func:`build_rl_samples`). Run it on every
+    rank under ``accelerate launch``.
     """
     from accelerate import PartialState
 
@@ -576,7 +579,9 @@ def train_iteration(
 
     seed = cfg.seed * 100_003 + iteration
     tokenizer = load_tokenizer(base_model_dir)
-    samples, sample_metrics = build_rl_samples(cfg, steps, trajectories, reviews, edits, tokenizer, seed=seed)
+    samples, sample_metrics = build_rl_samples(
+        cfg, steps, trajectories, reviews, edits, tokenizer, seed=seed, progress=progress
+    )
     metrics = train_on_samples(
         samples,
         TrainSettings.for_grpo(cfg, seed=seed),

@@ -3,7 +3,8 @@
 One sample is (prompt ids, response ids, advantage, kind, group). METHOD.md §7:
 
 - an **action sample** per environment step: reward = the trajectory's ``episode_reward``
-  (which already includes the malformed-output −1) + that step's ``penalty``;
+  (which already includes the malformed-output −1) + that step's ``penalty`` (+ the dense progress
+  bonus of ``train.progress_reward``, not in the paper, when it is on);
 - a **review sample** per trajectory: reward = the review's ``shaping`` + the edit's ``utility``
   (0 when the review made no scored edit).
 
@@ -60,10 +61,13 @@ def rl_sample_frame(
     trajectories: pl.DataFrame,
     reviews: pl.DataFrame | None = None,
     edits: pl.DataFrame | None = None,
+    step_bonus: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per sample with its reward (METHOD.md §7), from the STEPS/TRAJECTORIES/REVIEWS/EDITS tables.
 
-    Columns: kind, group_id, traj_id, step, prompt, prefix_chars, response_ids, reward.
+    ``step_bonus`` (columns traj_id, step, bonus) adds a per-step bonus to action samples (the
+    dense progress reward; missing steps get 0). Columns: kind, group_id, traj_id, step, prompt,
+    prefix_chars, response_ids, reward.
     """
     episode = trajectories.select("traj_id", "episode_reward").unique("traj_id", keep="first")
     actions = steps.join(episode, on="traj_id", how="left")
@@ -74,8 +78,15 @@ def rl_sample_frame(
             f"(e.g. {orphans['traj_id'][0]!r}); re-run the collect stage"
         )
     columns = ["kind", "group_id", "traj_id", "step", "prompt", "prefix_chars", "response_ids", "reward"]
+    if step_bonus is not None:
+        actions = actions.join(
+            step_bonus.select("traj_id", "step", "bonus"), on=["traj_id", "step"], how="left"
+        )
+    else:
+        actions = actions.with_columns(bonus=pl.lit(0.0))
     actions = actions.with_columns(
-        kind=pl.lit("action"), reward=pl.col("episode_reward") + pl.col("penalty")
+        kind=pl.lit("action"),
+        reward=pl.col("episode_reward") + pl.col("penalty") + pl.col("bonus").fill_null(0.0),
     ).select(columns)
     if reviews is None or reviews.height == 0:
         return actions
@@ -162,20 +173,28 @@ def build_rl_samples(
     edits: pl.DataFrame | None,
     tokenizer,
     seed: int | str = 0,
+    progress: pl.DataFrame | None = None,
 ) -> tuple[list[Sample], dict[str, Any]]:
     """The iteration's DualAdv-GRPO samples (METHOD.md §7) and their metrics.
 
     ``cfg`` is the root :class:`~skillmaster.config.Config`. Review samples are used only when
     ``review.enabled``. ``seed`` makes the ``train.max_samples`` subsample reproducible.
+    ``progress`` (traj_id, step, progress_to_go; :func:`skillmaster.rollout.progress.episode_progress`)
+    adds ``train.progress_reward`` × progress_to_go to action rewards when that setting is above 0.
     """
     use_reviews = reviews if cfg.review.enabled else None
-    frame = rl_sample_frame(steps, trajectories, use_reviews, edits)
+    bonus = None
+    if cfg.train.progress_reward > 0 and progress is not None:
+        bonus = progress.with_columns(bonus=pl.col("progress_to_go") * cfg.train.progress_reward)
+    frame = rl_sample_frame(steps, trajectories, use_reviews, edits, bonus)
     if frame.height == 0:
         raise DataError("there is nothing to train on: the steps table of this iteration is empty")
     frame, metrics = add_advantages(frame, cfg.train.advantage, cfg.train.review_adv_weight)
     frame = subsample_actions(frame, cfg.train.max_samples, seed)
     temps = {"action": cfg.rollout.temperature, "review": cfg.review.temperature}
     samples = tokenize_frame(frame, tokenizer, temps)
+    if bonus is not None:
+        metrics["samples/mean_progress_bonus"] = float(bonus["bonus"].mean()) if bonus.height else 0.0
     metrics["samples/trained"] = float(len(samples))
     metrics["samples/dropped_empty"] = float(frame.height - len(samples))
     return samples, metrics
