@@ -84,9 +84,9 @@ def _hf_logprobs(model, prompt_ids: list[int], reply_ids: list[int]) -> torch.Te
 
 
 def test_greedy_replies_equal_the_transformers_engine_in_fp32(engine, hf, repo_root):
-    prompts = _prompts(engine.tokenizer, repo_root)
-    v = engine.generate(prompts, max_new_tokens=24, temperature=0.0, stop=STOP)
-    h = hf.generate(prompts, max_new_tokens=24, temperature=0.0, stop=STOP)
+    prompts = _prompts(engine.tokenizer, repo_root, 4)
+    v = engine.generate(prompts, max_new_tokens=20, temperature=0.0, stop=STOP)
+    h = hf.generate(prompts, max_new_tokens=20, temperature=0.0, stop=STOP)
     assert [g.token_ids for g in v] == [g.token_ids for g in h]
     assert [g.text for g in v] == [g.text for g in h]
     assert [g.truncated for g in v] == [g.truncated for g in h]
@@ -174,18 +174,18 @@ def test_an_in_place_update_serves_the_new_weights_not_the_cached_prefixes(
             weights[name] = t + 0.5 * t.std() * torch.randn(t.shape, generator=gen)
     save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
 
-    prompts = _prompts(engine.tokenizer, repo_root)
-    before = engine.generate(prompts, max_new_tokens=24, temperature=0.0, stop=STOP)
+    prompts = _prompts(engine.tokenizer, repo_root, 3)
+    before = engine.generate(prompts, max_new_tokens=16, temperature=0.0, stop=STOP)
     new_hf = Policy.load(other, ModelConfig(dtype="float32", device="cpu"))
-    expected = new_hf.generate(prompts, max_new_tokens=24, temperature=0.0, stop=STOP)
+    expected = new_hf.generate(prompts, max_new_tokens=16, temperature=0.0, stop=STOP)
     assert [g.token_ids for g in expected] != [g.token_ids for g in before]  # the two policies differ
     try:
         engine.update(other)
-        after = engine.generate(prompts, max_new_tokens=24, temperature=0.0, stop=STOP)
+        after = engine.generate(prompts, max_new_tokens=16, temperature=0.0, stop=STOP)
         assert [g.token_ids for g in after] == [g.token_ids for g in expected]
     finally:
         engine.update(base_model_dir)
-    back = engine.generate(prompts, max_new_tokens=24, temperature=0.0, stop=STOP)
+    back = engine.generate(prompts, max_new_tokens=16, temperature=0.0, stop=STOP)
     assert [g.token_ids for g in back] == [g.token_ids for g in before]
     assert engine.stats.weight_updates >= 2 and engine.stats.engine_starts == 1
 

@@ -89,7 +89,9 @@ def test_eval_command_agrees_with_the_stage(evaluated, monkeypatch):
     monkeypatch.chdir(root)
     out = CliRunner().invoke(app, ["eval", "--split", SPLIT, "--limit", "2", "--json", "--out", "evalout"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout[out.stdout.index("{") :]) == {SPLIT: metrics[SPLIT]}
+    reported = json.loads(out.stdout[out.stdout.index("{") :])
+    assert reported[SPLIT] == metrics[SPLIT]
+    assert reported["generation"]["engine"] == "hf" and reported["generation"]["sequences"] > 0
     # --out keeps the episodes and the metrics
     assert json.loads((root / "evalout" / "metrics.json").read_text()) == {SPLIT: metrics[SPLIT]}
     episodes = pl.read_parquet(root / "evalout" / "episodes.parquet")
