@@ -141,10 +141,16 @@ def stage(
     set_: SetOpt = None,
 ) -> None:
     """Run one pipeline stage (this is what dvc.yaml calls)."""
+    from skillmaster.orchestration.plan import check_in_sync
+    from skillmaster.orchestration.runners import shard_runner
+    from skillmaster.runtime import project_root
     from skillmaster.stages import run_stage
 
     cfg = load(params, overlay, set_)
-    result = run_stage(name, cfg, iteration)
+    root = project_root()
+    if name == "report" and (root / "dvc.yaml").is_file():
+        check_in_sync(cfg, root)  # the summary must cover the iterations dvc.yaml ran
+    result = run_stage(name, cfg, iteration, root=root, run_shards=shard_runner(cfg))
     if result:
         typer.echo(json.dumps(result, default=str))
 
@@ -220,19 +226,13 @@ def loop_cmd(
     Stages DVC has up to date are skipped; finished stages are recorded in DVC (dvc status stays
     clean). --set values are written into params.yaml first, as `dvc exp run -S` does.
     """
-    import importlib.util
-
     from skillmaster.runtime import configure_environment, project_root
 
     root = project_root()
     configure_environment(root)
-    path = root / "flows" / "loop.py"
-    if not path.is_file():
-        raise SkillMasterError(f"{path}: flow file not found; run `skillmaster loop` from the project root")
-    spec = importlib.util.spec_from_file_location("skillmaster_flows_loop", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.skillmaster_loop(params=str(params), overrides=set_ or [])
+    from skillmaster.orchestration.flow import skillmaster_loop
+
+    results = skillmaster_loop(params=str(root / params), overrides=set_ or [])
     report = results.get("report", {})
     typer.echo(f"loop finished: {len(results)} stages; final success rate {report.get('final_success_rate')}")
 
@@ -247,7 +247,7 @@ app.add_typer(bench_app, name="bench")
 from skillmaster.skills.cli import skills_app  # noqa: E402
 
 app.add_typer(skills_app, name="skills")
-from skillmaster.pipeline import pipeline_app  # noqa: E402
+from skillmaster.orchestration.cli import pipeline_app  # noqa: E402
 
 app.add_typer(pipeline_app, name="pipeline")
 from skillmaster.compare import compare_cmd  # noqa: E402

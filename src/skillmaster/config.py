@@ -98,7 +98,9 @@ class EnvConfig(Section):
     train_split: str = "train"
     """Split that training rollouts and counterfactual probes draw tasks from."""
     max_steps: int = Field(default=50, ge=1)
-    """Episode step limit (METHOD.md §4: ALFWorld 50, WebShop 15)."""
+    """Episode step limit (METHOD.md §4: ALFWorld 50, WebShop 15). params.yaml (CPU): 20, room to
+    search (Clean/Heat/Cool/Pick2 walkthroughs take 6-10 steps before any search) at a cost 2 CPU
+    cores can carry."""
     families: list[str] | None = None
     """Restrict tasks to these task families (ALFWorld folder prefixes); None = all."""
 
@@ -159,12 +161,15 @@ class RolloutConfig(Section):
     temperature: float = Field(default=1.0, ge=0.0)
     """Sampling temperature for training rollouts (0 = greedy)."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(default=64, ge=1)
-    """Response budget per step; a response that hits it without ``</action>`` is truncated."""
-    history_length: int = Field(default=2, ge=0)
-    """Steps of history shown in the prompt (METHOD.md §3: ALFWorld 12, WebShop 2)."""
+    max_new_tokens: int = Field(default=512, ge=1)
+    """Response budget per step; a response that hits it without ``</action>`` is truncated (the
+    ALFWorld run script's 512). params.yaml (CPU): 48, what a one-sentence thought and an action take."""
+    history_length: int = Field(default=12, ge=0)
+    """Steps of history shown in the prompt (METHOD.md §3: ALFWorld 12, WebShop 2). params.yaml (CPU):
+    6, enough to see where the agent has already searched, with prompts half as long."""
     max_obs_chars: int | None = Field(default=None, ge=1)
-    """Cut each history observation to this many characters (None = no cut)."""
+    """Cut each history observation to this many characters (None = no cut, the paper).
+    params.yaml (CPU): 600, which bounds prompt length on the small model."""
     num_workers: int = Field(default=2, ge=1)
     """Environment worker processes; environments are spread over them."""
     prefix_reuse: bool = True
@@ -222,7 +227,9 @@ class ShapingConfig(Section):
 class ReviewConfig(Section):
     enabled: bool = True
     """Run the trajectory-informed review turn (off = static skills / GRPO baselines)."""
-    max_new_tokens: int = Field(default=160, ge=1)
+    max_new_tokens: int = Field(default=512, ge=1)
+    """Budget of the review reply (the paper shares the action turns' 512). params.yaml (CPU): 256,
+    above the longest synthesised edit target (220 tokens) with margin."""
     temperature: float = Field(default=1.0, ge=0.0)
     history_steps: int = Field(default=12, ge=0)
     """Last steps of the episode shown in the review prompt (METHOD.md §5: 12)."""
@@ -256,29 +263,34 @@ class CounterfactualConfig(Section):
     commit_threshold: float = 0.0
     probe_seed_offset: int = 10_000
     """Seed offset for probe environments and sampling (METHOD.md §6)."""
-    max_edits: int | None = Field(default=4, ge=1)
-    """Score at most this many edits per iteration (None = all), a seeded random subset as the
-    released code draws (``max_utility_candidates_per_batch``); the rest get U = 0, unscored."""
+    max_edits: int | None = Field(default=None, ge=1)
+    """Score at most this many edits per iteration (None = all, the paper's setting), a seeded random
+    subset as the released code draws (``max_utility_candidates_per_batch``); the rest get U = 0,
+    unscored. params.yaml (CPU): 2, since each scored edit costs 2K probe episodes."""
     max_steps: int | None = Field(default=None, ge=1)
     """Step limit of probe episodes (None = env.max_steps)."""
     paired: bool = False
     """Paired probes: a probe's run with B and its run with B′ sample from the same random stream
     (same seeds at every step), so their difference comes from the edit, not from sampling noise.
-    Off: each run has its own stream, as the released code's separate before/after batches."""
+    Off: each run has its own stream, as the released code's separate before/after batches.
+    params.yaml (CPU): on, so that a handful of probes can show an edit's effect."""
     score: Literal["success", "progress"] = "success"
     """Probe score s: ``success`` = METHOD.md §6 (1[won]·(1 + (T_max − L)/T_max)); ``progress`` (not
     in the paper) = the same for a win, and for a non-won probe 0.5 × the share of its walkthrough's
     milestones reached in order (take, open, clean, heat, cool, use, move; ALFWorld), so a win
-    always outranks a non-win (WebShop: its [0, 1] score stands in for the share)."""
+    always outranks a non-win (WebShop: its [0, 1] score stands in for the share). params.yaml
+    (CPU): ``progress``, because the small model rarely wins a probe, so U would be 0."""
     placebo_edits: int = Field(default=0, ge=0)
     """Placebo check (not in the paper): this many edits without content, on the probes of randomly
     drawn reviews, are scored in the same batch; how often the commit rule fires on them is the
-    chance commit rate (``counterfactual/placebo_commit_rate``). Each costs 2K episodes."""
+    chance commit rate (``counterfactual/placebo_commit_rate``). Each costs 2K episodes.
+    params.yaml (CPU): 1, to report that rate in the default run."""
     placebo_kind: Literal["identical", "neutral"] = "identical"
     """``identical``: B′ = B. With paired probes its runs are the same episodes, so it fires only
     through nondeterministic generation (a check of the pairing). ``neutral``: B′ = B plus one
     general skill that gives no advice, so the prompt changes but not the knowledge: the rate at
-    which an edit without content passes the commit rule by chance."""
+    which an edit without content passes the commit rule by chance. params.yaml (CPU): ``neutral``,
+    the informative one under paired probes."""
 
 
 # --------------------------------------------------------------------------- train
@@ -315,7 +327,8 @@ class TrainConfig(Section):
     ``seq-mean-token-sum``. These three settings are closed sets (tests tie them to the registries)."""
     epochs: int = Field(default=1, ge=1)
     mini_batch_size: int | None = Field(default=None, ge=1)
-    """Samples per optimizer step; None = the whole iteration's batch in one step."""
+    """Samples per optimizer step; None = the whole iteration's batch in one step (the paper's
+    overlay sets verl's 1024). params.yaml (CPU): 16, several optimizer steps per iteration."""
     micro_batch_tokens: int = Field(default=4096, ge=64)
     """Token budget (padded) of one forward/backward micro-batch; gradient accumulation does the rest."""
     max_samples: int | None = Field(default=None, ge=1)
@@ -324,7 +337,8 @@ class TrainConfig(Section):
     """Dense progress reward (not in the paper; 0 = off): each action sample's reward gains this
     times the share of the game's walkthrough milestones (see ``counterfactual.score``) that the
     episode reached at this step or later (a return-to-go). WebShop, without walkthroughs: times
-    the episode's [0, 1] score at every step."""
+    the episode's [0, 1] score at every step. params.yaml (CPU): 5, a task signal for rollouts
+    that win nothing."""
     grad_clip: float = Field(default=1.0, gt=0.0)
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
@@ -361,11 +375,14 @@ class SftConfig(Section):
     a closed place left unopened, …; half give up after it), whose reviews teach edits from failures
     and flawed successes. Their actions are never SFT targets. 0 = only the won replays."""
     reviews_per_episode: int = Field(default=1, ge=1)
-    """Review targets made from each episode (each with another tool where possible)."""
+    """Review targets made from each episode (each with another tool where possible). params.yaml
+    (CPU): 2, more review examples from the few cold-start games."""
     search_detours: int = Field(default=0, ge=0)
     """Before each place the walkthrough visits to find an object (or the lamp), check up to this
     many other places first (0..n at random per search, closed ones opened): the traces then show
-    searching, which the straight-to-the-object walkthrough never does. 0 = the walkthrough as is."""
+    searching, which the straight-to-the-object walkthrough never does. 0 = the walkthrough as is
+    (the paper replays plain walkthroughs). params.yaml (CPU): 3, which took the invalid-action share
+    after SFT from 73% to 28% (README)."""
 
 
 # --------------------------------------------------------------------------- eval

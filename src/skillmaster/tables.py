@@ -35,6 +35,9 @@ STEPS = TableSchema(
         "done": pl.Boolean,  # the episode ended at this step
         "prompt_tokens": pl.Int32,
         "response_tokens": pl.Int32,
+        "temperature": pl.Float64,  # sampling settings of the response (0: greedy)
+        "top_p": pl.Float64,
+        "engine": pl.Utf8,  # vllm | hf | expert (a scripted reply)
     },
 )
 
@@ -59,6 +62,9 @@ TRAJECTORIES = TableSchema(
         "initial_observation": pl.Utf8,  # observation after reset (what step 0 acted on)
         "final_observation": pl.Utf8,
         "condition": pl.Utf8,  # train | probe_before | probe_after | placebo_before | placebo_after | eval_skills | eval_no_skills | sft
+        "probe_of": pl.Utf8,  # probes: the review (traj_id) whose edit (or placebo) they score; "" otherwise
+        "probe": pl.Int32,  # probes: k, the probe task's index among the edit's K; -1 otherwise
+        "temperature": pl.Float64,  # sampling temperature of the episode's replies
     },
 )
 
@@ -74,6 +80,8 @@ REVIEWS = TableSchema(
         "response_ids": pl.List(pl.Int32),
         "prompt_tokens": pl.Int32,
         "response_tokens": pl.Int32,
+        "temperature": pl.Float64,  # sampling settings of the review reply
+        "top_p": pl.Float64,
         "tool": pl.Utf8,  # propose_skill | update_skill | keep_skill | "" when none parsed
         "arguments": pl.Utf8,  # JSON of the parsed arguments ("{}" when none)
         "status": pl.Utf8,  # added | updated | kept | duplicate | not_found | invalid_arguments | parse_error | unknown_tool

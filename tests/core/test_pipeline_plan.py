@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from skillmaster.config import load_config
-from skillmaster.pipeline import check_in_sync, render_dvc_yaml, stage_plan
+from skillmaster.orchestration.plan import check_in_sync, render_dvc_yaml, stage_plan
 
 
 def test_committed_dvc_yaml_matches_params(repo_root):

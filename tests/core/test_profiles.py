@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from skillmaster.algo.advantages import ADVANTAGES
 from skillmaster.config import Config, flatten, load_config, parse_set
-from skillmaster.pipeline import render_dvc_yaml
+from skillmaster.orchestration.plan import render_dvc_yaml
 from skillmaster.skills.commit import COMMIT_POLICIES
 
 REPO = Path(__file__).resolve().parents[2]

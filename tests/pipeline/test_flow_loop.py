@@ -1,10 +1,12 @@
-"""The Prefect flow (flows/loop.py) end to end in a fresh git + DVC repository, at minimal size.
+"""The Prefect flow end to end in a fresh git + DVC repository, at minimal size.
 
-One real run (module fixture): the real 135M model and real ALFWorld games, one iteration of
-collect → review → counterfactual → train → evaluate plus evaluate-iter_000 and the report,
-called in-process against a temporary Prefect API. Then DVC must see every stage as recorded
-(``dvc status`` clean, ``dvc repro`` has nothing to do), MLflow must hold the stages' metrics in
-one parent run, and the metrics and plots files must exist.
+One real run (module fixture): the real 135M model and real ALFWorld games, every stage of the
+plan (the SFT cold start, evaluate-iter_000, one iteration of collect → review → counterfactual →
+train → evaluate, the report), called in-process against a temporary Prefect API, with the
+settings each stage reads recorded. Then DVC must see every stage as recorded (``dvc status``
+clean, ``dvc repro`` has nothing to do), MLflow must hold the stages' metrics in one parent run,
+the metrics and plots files must exist, and every setting a stage read must be one its contract
+declares (so DVC reruns it when that setting changes).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import pytest
 import yaml
 from tiny_project import REPO, tiny_params
 
-from skillmaster import project
+from skillmaster import stages
 from skillmaster.config import Config
+from skillmaster.orchestration import project
+from skillmaster.orchestration.plan import stage_plan
+from skillmaster.orchestration.project import run_tool
 from skillmaster.paths import Paths
-from skillmaster.pipeline import PLOTS, stage_plan
-from skillmaster.project import run_tool
+from skillmaster.stages import contract_of
+from skillmaster.stages.contract import EXECUTION_SETTINGS
+from skillmaster.stages.trace import declared, record_settings
 
 pytestmark = [pytest.mark.model, pytest.mark.alfworld, pytest.mark.server]
 
@@ -30,10 +36,14 @@ FLOW_SETTINGS = {
     "rollout": {"num_tasks": 1, "engine": "vllm", "vllm": {"kv_cache_gib": 1}},
     "eval": {"limit": 1},
     "tracking": {"enabled": True, "experiment": "flow-test"},
+    # the cold start on one game, one epoch, a few review targets
+    "sft": {"enabled": True, "num_games": 1, "epochs": 1, "search_detours": 0, "reviews_per_episode": 1},
 }
 STAGES = [
     "model",
     "bank-init",
+    "sft-data",
+    "sft",
     "evaluate-iter_000",
     "collect-iter_001",
     "review-iter_001",
@@ -49,7 +59,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> str:
 
 
 def make_project(root: Path, base_model: Path, params: dict) -> Config:
-    """A fresh git + DVC repo (see :mod:`skillmaster.project`). dvc.yaml lists no code
+    """A fresh git + DVC repo (see :mod:`skillmaster.orchestration.project`). dvc.yaml lists no code
     dependencies here: they are the package's source files, outside this repo."""
     return project.make_project(root, REPO, base_model, params)
 
@@ -62,17 +72,35 @@ def dvc_state_in_tmp(tmp_path_factory):
         yield
 
 
-def load_flow():
-    return project.load_flow_module(REPO)
+READS: dict[str, set[str]] = {}
+"""Settings each stage read during the flow run (stage name -> dotted keys)."""
+
+
+def _recording(name: str, fn):
+    def run(ctx):
+        with record_settings(ctx.cfg) as touched:
+            try:
+                return fn(ctx)
+            finally:
+                READS.setdefault(name, set()).update(touched)
+
+    return run
 
 
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory, base_model_dir, alfworld_data, prefect_api):
     """The tiny project after one flow run: (root, cfg, flow results). The working directory stays
-    elsewhere: the flow finds the project from the params path."""
+    elsewhere: the flow finds the project from the params path. Every stage runs with the settings
+    it reads recorded (into :data:`READS`)."""
+    from skillmaster.orchestration.flow import skillmaster_loop
+
     root = tmp_path_factory.mktemp("flow") / "project"
     cfg = make_project(root, base_model_dir, tiny_params(FLOW_SETTINGS))
-    results = load_flow().skillmaster_loop(params=str(root / "params.yaml"))
+    with pytest.MonkeyPatch.context() as mp:
+        for name in stages.STAGE_MODULES:
+            stage = stages.get_stage(name)
+            mp.setitem(stages._REGISTRY, name, stages.Stage(stage.contract, _recording(name, stage.fn)))
+        results = skillmaster_loop(params=str(root / "params.yaml"))
     return root, cfg, results
 
 
@@ -83,6 +111,17 @@ def test_flow_runs_every_stage_of_the_plan(flow_run):
     assert not any(r.get("skipped") for r in results.values())
     assert results["collect-iter_001"]["episodes"] == 2  # B=1 task x G=2
     assert results["report"]["iterations"] == 1
+
+
+def test_every_setting_a_stage_reads_is_in_its_contract(flow_run):
+    """What DVC reruns is what the stage declares: a setting a stage reads but does not declare
+    would leave it stale when that setting changes."""
+    assert set(READS) == set(stages.STAGE_MODULES)  # every stage ran
+    undeclared = {
+        name: sorted(k for k in keys if not declared(k, contract_of(name).settings + EXECUTION_SETTINGS))
+        for name, keys in READS.items()
+    }
+    assert not any(undeclared.values()), json.dumps(undeclared, indent=1)
 
 
 def test_one_engine_serves_the_whole_flow_and_takes_the_trained_weights_in_place(flow_run):
@@ -146,7 +185,7 @@ def test_metrics_and_plots_are_written(flow_run):
         assert json.loads(p.metrics(it, stage).read_text()), (it, stage)
     summary = json.loads(p.summary.read_text())
     assert [s["iteration"] for s in summary["iterations"]] == [0, 1]
-    for name in PLOTS:
+    for name in [plot.name for plot in contract_of("report").plots]:
         for ext in ("csv", "png"):
             assert (p.plots_dir / f"{name}.{ext}").stat().st_size > 0, (name, ext)
     reviews = (p.plots_dir / "skill_reviews.csv").read_text().splitlines()
@@ -168,6 +207,8 @@ def test_dvc_repro_builds_the_project_then_the_flow_skips_every_stage(
     for name in STAGES:
         assert f"Running stage '{name}'" in out, out
     assert json.loads(_run(["dvc", "status", "--json"], root) or "{}") == {}
-    results = load_flow().skillmaster_loop(params=str(root / "params.yaml"))
+    from skillmaster.orchestration.flow import skillmaster_loop
+
+    results = skillmaster_loop(params=str(root / "params.yaml"))
     assert results == {name: {"skipped": True} for name in STAGES}
     assert json.loads(Paths(root).summary.read_text())["iterations"][1]["collect"]["episodes"] == 2

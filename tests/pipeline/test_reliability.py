@@ -265,7 +265,7 @@ def _trajectory(traj_id: str, length: int) -> dict:
         "won": False, "score": 0.0, "episode_reward": 0.0, "penalty_total": 0.0, "length": length,
         "invalid_count": 0, "end_reason": "step_limit", "error": "", "skills_shown": [], "skills_block": "",
         "initial_observation": "You are in a room.", "final_observation": "Nothing happens.",
-        "condition": "train",
+        "condition": "train", "probe_of": "", "probe": -1, "temperature": 1.0,
     }  # fmt: skip
 
 
@@ -274,7 +274,7 @@ def _step(traj_id: str, step: int) -> dict:
         "iteration": 1, "task_id": "t", "group_id": 0, "traj_id": traj_id, "step": step, "prompt": "p",
         "prefix_chars": 0, "response": "r", "response_ids": [1], "action": "look", "valid": True,
         "faults": [], "penalty": 0.0, "observation": "o", "env_reward": 0.0, "done": False,
-        "prompt_tokens": 1, "response_tokens": 1,
+        "prompt_tokens": 1, "response_tokens": 1, "temperature": 1.0, "top_p": 1.0, "engine": "hf",
     }  # fmt: skip
 
 
@@ -363,7 +363,8 @@ def test_counterfactual_checks_the_reviews_before_anything(tmp_path, monkeypatch
     base = {name: "" for name, dtype in REVIEWS.columns.items() if dtype == pl.Utf8}
     full = [
         base | {"iteration": 1, "group_id": 0, "traj_id": f"r{i}", "prefix_chars": 0, "response_ids": [],
-                "prompt_tokens": 0, "response_tokens": 0, "shaping": 0.0, "shaping_flags": []} | row
+                "prompt_tokens": 0, "response_tokens": 0, "shaping": 0.0, "shaping_flags": [],
+                "temperature": 1.0, "top_p": 1.0} | row
         for i, row in enumerate(rows)
     ]  # fmt: skip
     REVIEWS.write(REVIEWS.from_rows(full), paths.reviews(1))

@@ -39,6 +39,7 @@ from skillmaster.skills.probes import choose_edits
 from skillmaster.skills.tools import INFO_FLAGS, score_review
 from skillmaster.skills.utility import utility
 from skillmaster.stages import run_stage
+from skillmaster.stages.resources import Resources
 from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
 pytestmark = [pytest.mark.model, pytest.mark.alfworld]
@@ -124,15 +125,16 @@ def run(tmp_path_factory, base_model_dir, alfworld_data) -> Run:
     root = tmp_path_factory.mktemp("review_cf")
     cfg = tiny_config(SETTINGS)
     paths = seed_workdir(root, base_model_dir, cfg)
-    shared: dict = {}  # one policy load for the three stages
-    metrics = {name: run_stage(name, cfg, IT, root=root, shared=shared) for name in ("collect", "review")}
+    res = Resources()  # one policy load for the three stages
+    metrics = {name: run_stage(name, cfg, IT, root=root, resources=res) for name in ("collect", "review")}
     bank0 = load_bank(paths.bank(0))
     stage_reviews = REVIEWS.read(paths.reviews(IT))
     reviews, expert = stage_reviews, not stage_reviews["status"].is_in(EDIT_STATUSES).any()
     if expert:
         reviews = expert_reviews(stage_reviews, bank0, cfg, paths.base_model)
         REVIEWS.write(reviews, paths.reviews(IT))
-    metrics["counterfactual"] = run_stage("counterfactual", cfg, IT, root=root, shared=shared)
+    metrics["counterfactual"] = run_stage("counterfactual", cfg, IT, root=root, resources=res)
+    res.close()
     return Run(paths, cfg, bank0, stage_reviews, reviews, expert, metrics)
 
 

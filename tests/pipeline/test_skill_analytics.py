@@ -65,6 +65,7 @@ def traj(i: int, won: bool, family: str, category: str) -> dict:
         "score": float(won), "episode_reward": 10.0 * won, "penalty_total": 0.0, "length": 5,
         "invalid_count": 0, "end_reason": "won" if won else "step_limit", "error": "", "skills_shown": [],
         "skills_block": "", "initial_observation": "", "final_observation": "", "condition": "train",
+        "probe_of": "", "probe": -1, "temperature": 1.0,
     }  # fmt: skip
 
 
@@ -72,7 +73,8 @@ def review(t: dict, tool: str, status: str, args: dict, edit: Edit | None) -> di
     return {
         "iteration": IT, "task_id": t["task_id"], "group_id": t["group_id"], "traj_id": t["traj_id"],
         "family": t["family"], "category": t["category"], "prompt": "p", "prefix_chars": 0, "response": "r",
-        "response_ids": [1], "prompt_tokens": 1, "response_tokens": 1, "tool": tool, "arguments": json.dumps(args),
+        "response_ids": [1], "prompt_tokens": 1, "response_tokens": 1, "temperature": 1.0, "top_p": 1.0,
+        "tool": tool, "arguments": json.dumps(args),
         "status": status, "shaping": 0.1, "shaping_flags": [], "skill_id": edit.skill_id if edit else "",
         "edit": edit.model_dump_json() if edit else "",
     }  # fmt: skip

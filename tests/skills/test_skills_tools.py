@@ -168,7 +168,7 @@ def _save_everything(text: str, bank: Bank, category: str, folder) -> str:
     row = {
         "iteration": 1, "task_id": "t", "group_id": 0, "traj_id": "001-0000-00", "family": "f",
         "category": category, "prompt": "p", "prefix_chars": 0, "response": text, "response_ids": [1],
-        "prompt_tokens": 1, "response_tokens": 1, "tool": out.tool, "arguments": out.arguments_json(),
+        "prompt_tokens": 1, "response_tokens": 1, "temperature": 1.0, "top_p": 1.0, "tool": out.tool, "arguments": out.arguments_json(),
         "status": out.status, "shaping": out.shaping, "shaping_flags": out.flags, "skill_id": out.skill_id,
         "edit": out.edit_json(),
     }  # fmt: skip

@@ -1,12 +1,12 @@
 """``skillmaster bench orchestration``: what Prefect, DVC and MLflow add to an iteration.
 
-Two fresh projects (:mod:`skillmaster.project`) get the same settings: the default profile with
+Two fresh projects (:mod:`skillmaster.orchestration.project`) get the same settings: the default profile with
 one iteration and the SFT cold start off (it runs once per experiment, not per iteration;
 ``--quick``: minimal sizes), and the same prepared base model.
 
 - **bare** (the baseline): every stage of the plan called in order in one process with
   ``tracking.enabled: false``: no Prefect, no DVC, no MLflow.
-- **orchestrated**: the Prefect flow (``flows/loop.py``) on an ephemeral Prefect API: a task per
+- **orchestrated**: the Prefect flow (:mod:`skillmaster.orchestration.flow`) on an ephemeral Prefect API: a task per
   stage, ``dvc status`` before and ``dvc commit`` after each, the stages logging to MLflow.
 
 Reported: the wall-time ratio orchestrated / bare, and, because two runs of the model differ by
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skillmaster.project import load_flow_module, make_project
+from skillmaster.orchestration.project import make_project
 
 TARGET = 0.05
 QUICK = {
@@ -42,28 +42,33 @@ FULL = {"loop": {"iterations": 1}, "sft": {"enabled": False}, "orchestration": {
 
 def _bare(root: Path) -> tuple[float, dict[str, float]]:
     from skillmaster.config import load_config
-    from skillmaster.pipeline import stage_plan
+    from skillmaster.orchestration.plan import stage_plan
     from skillmaster.stages import run_stage
+    from skillmaster.stages.resources import Resources
 
     cfg = load_config(root / "params.yaml")
-    shared: dict = {}
+    resources = Resources()  # one engine for all stages, as in the flow
     per_stage = {}
     start = time.perf_counter()
-    for spec in stage_plan(cfg, root):
-        t = time.perf_counter()
-        run_stage(spec.stage, cfg, spec.iteration, root=root, shared=shared)
-        per_stage[spec.name] = time.perf_counter() - t
+    try:
+        for spec in stage_plan(cfg, root):
+            t = time.perf_counter()
+            run_stage(spec.stage, cfg, spec.iteration, root=root, resources=resources)
+            per_stage[spec.name] = time.perf_counter() - t
+    finally:
+        resources.close()
     return time.perf_counter() - start, per_stage
 
 
-def _orchestrated(root: Path, source: Path) -> tuple[float, dict[str, dict]]:
+def _orchestrated(root: Path) -> tuple[float, dict[str, dict]]:
     import contextlib
     import sys
 
-    flow = load_flow_module(source)
+    from skillmaster.orchestration.flow import skillmaster_loop
+
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # DVC's "Updating lock file" lines stay off --json
-        results = flow.skillmaster_loop(params=str(root / "params.yaml"))
+        results = skillmaster_loop(params=str(root / "params.yaml"))
     return time.perf_counter() - start, results
 
 
@@ -78,7 +83,7 @@ def run_orchestration_bench(quick: bool, source: Path, model_dir: Path) -> dict[
         make_project(bare_root, source, model_dir, deep_merge(settings, {"tracking": {"enabled": False}}))
         make_project(orch_root, source, model_dir, deep_merge(settings, {"tracking": {"enabled": True}}))
         bare_s, bare_stages = _bare(bare_root)
-        orch_s, results = _orchestrated(orch_root, source)
+        orch_s, results = _orchestrated(orch_root)
     compute = sum(r.get("stage_seconds", 0.0) - r.get("tracking_seconds", 0.0) for r in results.values())
     tracking = sum(r.get("tracking_seconds", 0.0) for r in results.values())
     overhead = orch_s - compute

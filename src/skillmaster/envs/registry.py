@@ -35,3 +35,12 @@ def make_suite(cfg: EnvConfig) -> EnvSuite:
             f"env.name '{cfg.name}' is not a registered environment; choose one of: {', '.join(available())}"
         )
     return _SUITES[cfg.name](cfg)
+
+
+def module_of(name: str) -> str:
+    """The module that registers environment ``name`` (its code is part of every stage that plays it)."""
+    if name not in _MODULES:
+        raise ConfigError(
+            f"env.name '{name}' is not a registered environment; choose one of: {', '.join(available())}"
+        )
+    return _MODULES[name]

@@ -37,6 +37,10 @@ class EpisodeSpec:
     iteration: int
     bank: Bank | None = None
     condition: str = "train"
+    probe_of: str = ""
+    """Probe episodes: the review (traj_id) whose edit they score."""
+    probe: int = -1
+    """Probe episodes: the probe task's index k among the edit's K."""
     seed_key: str | None = None
     """Names the episode's sampling stream (None: ``traj_id``): episodes with the same key draw the
     same random numbers at every step, e.g. a probe's runs with bank B and B′ (paired probes)."""
@@ -78,6 +82,25 @@ class RolloutSettings:
             penalties=r.penalties,
             success_reward=r.success_reward,
             seed=cfg.seed if seed is None else seed,
+        )
+
+    @classmethod
+    def for_replay(cls, cfg: Config, *, max_steps: int) -> RolloutSettings:
+        """Settings of a scripted replay (SFT traces): the prompt is rendered as in rollouts, nothing
+        is sampled, and no reply is cut or penalised for its format."""
+        r = cfg.rollout
+        return cls(
+            env_name=cfg.env.name,
+            max_steps=max_steps,
+            temperature=0.0,
+            top_p=1.0,
+            max_new_tokens=1,
+            history_length=r.history_length,
+            max_obs_chars=r.max_obs_chars,
+            end_on_malformed=False,
+            penalties=PenaltyConfig(),
+            success_reward=1.0,
+            seed=cfg.seed,
         )
 
 
@@ -144,6 +167,7 @@ def collect_episodes(
     bar = tqdm(total=len(live), desc=desc, unit="ep", disable=not progress, dynamic_ncols=True)
     bar.update(sum(s.done for s in live))
     started, env_steps, step = time.perf_counter(), 0, 0
+    engine = "expert" if expert is not None else getattr(policy, "engine", "hf")
     while True:
         active = [i for i, s in enumerate(live) if not s.done]
         if not active:
@@ -202,6 +226,9 @@ def collect_episodes(
                 "done": False,
                 "prompt_tokens": gen.prompt_tokens,
                 "response_tokens": len(gen.token_ids),
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+                "engine": engine,
             }
             state.steps.append(row)
             state.penalty_total += row["penalty"]
@@ -304,4 +331,7 @@ def _trajectory_row(state: _Live, settings: RolloutSettings) -> dict:
         "initial_observation": state.initial_obs,
         "final_observation": state.obs,
         "condition": spec.condition,
+        "probe_of": spec.probe_of,
+        "probe": spec.probe,
+        "temperature": settings.temperature,
     }

@@ -1,7 +1,12 @@
-"""Pipeline stages: each is one plain function ``fn(ctx) -> metrics`` registered by name.
+"""Pipeline stages: each is one plain function ``fn(ctx) -> metrics`` registered with its contract.
 
+A stage module declares a :class:`~skillmaster.stages.contract.StageContract` (the settings and
+files it reads, what it writes, its metrics and plots) and registers its function with it.
 ``skillmaster stage <name> --iteration N`` (what dvc.yaml calls) and the Prefect flow both go
-through :func:`run_stage`, so there is exactly one implementation of every stage.
+through :func:`run_stage`, so there is exactly one implementation of every stage. A stage gets
+everything through its :class:`StageContext`: settings, paths, the tracker, the process's
+:class:`~skillmaster.stages.resources.Resources` (engine, suites, retriever) and the shard runner the
+caller chose; nothing here imports the orchestration.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from skillmaster.config import Config
 from skillmaster.errors import ConfigError
 from skillmaster.io import check_writable
 from skillmaster.paths import Paths
+from skillmaster.stages.contract import StageContract, Where
+from skillmaster.stages.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -34,66 +41,83 @@ STAGE_MODULES: dict[str, str] = {
     "evaluate": "evaluate",
     "report": "report",
 }
-ITERATION_STAGES = ("collect", "review", "counterfactual", "train", "evaluate")
 UNTRACKED_STAGES = ("model", "bank-init", "sft-data")
 """Stages that log nothing to MLflow; every other stage opens the tracker before its work, so an
 unusable MLflow store fails the stage at once, not after the model has loaded and played."""
 
 StageFn = Callable[["StageContext"], dict[str, Any]]
-_REGISTRY: dict[str, StageFn] = {}
+ShardRunner = Callable[[Callable[..., Any], list[tuple]], list]
+"""Runs ``fn(*args)`` for each args tuple (one per rollout shard), results in order: in this process,
+or as tasks on a Prefect task runner (the orchestration supplies it)."""
+
+
+def run_here(fn: Callable[..., Any], arg_tuples: list[tuple]) -> list:
+    """The shard runner without a task runner: every shard in this process, in order."""
+    return [fn(*args) for args in arg_tuples]
+
+
+@dataclass(frozen=True)
+class Stage:
+    contract: StageContract
+    fn: StageFn
+
+
+_REGISTRY: dict[str, Stage] = {}
 
 
 @dataclass
 class StageContext:
-    """What a stage gets: settings, the iteration, where files live, and the tracker."""
+    """What a stage gets: settings, the iteration, where files live, the tracker, the process's
+    resources and a shard runner."""
 
     cfg: Config
     iteration: int
     paths: Paths
     root: Path
     _tracker: Any = field(default=None, repr=False)
-    shared: dict[str, Any] = field(default_factory=dict, repr=False)
-    """Objects a caller may pass in to avoid reloading them (e.g. a loaded policy, in flows)."""
+    resources: Resources = field(default_factory=Resources, repr=False)
+    """Engine, environment suites and retriever, kept between the stages of one process (a flow)."""
+    run_shards: ShardRunner = run_here
 
     @property
     def tracker(self):
         if self._tracker is None:
+            from skillmaster.stages.trace import paused
             from skillmaster.tracking import open_tracker
 
-            self._tracker = open_tracker(self.cfg, self.root)
+            with paused():  # naming the MLflow run reads every setting; no stage output depends on it
+                self._tracker = open_tracker(self.cfg, self.root)
         return self._tracker
 
+    @property
+    def where(self) -> Where:
+        return Where(self.cfg, self.iteration, self.paths)
 
-def register(name: str) -> Callable[[StageFn], StageFn]:
+
+def register(contract: StageContract) -> Callable[[StageFn], StageFn]:
     def deco(fn: StageFn) -> StageFn:
-        _REGISTRY[name] = fn
+        _REGISTRY[contract.name] = Stage(contract, fn)
         return fn
 
     return deco
 
 
-def get_stage(name: str) -> StageFn:
+def get_stage(name: str) -> Stage:
     if name not in STAGE_MODULES:
         raise ConfigError(f"unknown stage '{name}'; choose one of: {', '.join(STAGE_MODULES)}")
     importlib.import_module(f"skillmaster.stages.{STAGE_MODULES[name]}")
     return _REGISTRY[name]
 
 
+def contract_of(name: str) -> StageContract:
+    return get_stage(name).contract
+
+
 def stage_outputs(name: str, cfg: Config, iteration: int, root: Path) -> list[Path]:
-    """The files and folders stage ``name`` of ``iteration`` writes (outs and metrics of its DVC stage)."""
-    # through importlib: where outputs go is not a code dependency of the stages (dvc.yaml's deps
-    # follow import statements, and the plan's module would make every stage depend on it)
-    stage_plan = importlib.import_module("skillmaster.pipeline").stage_plan
-    try:
-        plan = stage_plan(cfg, root)
-    except ConfigError:  # e.g. a missing accelerate config: reported where it matters
-        return []
-    return [
-        root / out
-        for spec in plan
-        if spec.stage == name and spec.iteration == iteration
-        for out in (*spec.outs, *spec.metrics)
-    ]
+    """The files and folders stage ``name`` of ``iteration`` writes (its outputs and metrics)."""
+    c = contract_of(name)
+    where = Where(cfg, iteration, Paths(root))
+    return [*c.writes(where), *c.metrics(where)]
 
 
 def run_stage(
@@ -102,29 +126,35 @@ def run_stage(
     iteration: int = 0,
     root: Path | None = None,
     tracker: Any = None,
-    shared: dict[str, Any] | None = None,
+    resources: Resources | None = None,
+    run_shards: ShardRunner = run_here,
 ) -> dict[str, Any]:
-    """Run stage ``name`` for ``iteration`` and return its metrics."""
+    """Run stage ``name`` for ``iteration`` and return its metrics.
+
+    ``resources`` held by the caller (a flow) stay open afterwards; without them the stage opens its
+    own and closes them (the generation engine's processes end with the stage, on success or error).
+    """
     from skillmaster.runtime import configure_environment, project_root
 
     root = root or project_root()
     configure_environment(root)
+    stage = get_stage(name)
     lowest = 0 if name == "evaluate" else 1
-    if name in ITERATION_STAGES and not lowest <= iteration <= cfg.loop.iterations:
+    if stage.contract.iterated and not lowest <= iteration <= cfg.loop.iterations:
         raise ConfigError(
             f"stage {name} needs --iteration between {lowest} and loop.iterations ({cfg.loop.iterations}); "
             f"got {iteration}"
         )
-    fn = get_stage(name)
     check_writable(stage_outputs(name, cfg, iteration, root))
-    owned = shared is None  # a caller that passes `shared` keeps what the stage opens (flows)
+    owned = resources is None
     ctx = StageContext(
         cfg=cfg,
         iteration=iteration,
         paths=Paths(root),
         root=root,
         _tracker=tracker,
-        shared={} if owned else shared,
+        resources=Resources() if owned else resources,
+        run_shards=run_shards,
     )
     from skillmaster.tracking import tracking_seconds
 
@@ -132,12 +162,10 @@ def run_stage(
     if name not in UNTRACKED_STAGES:
         ctx.tracker  # noqa: B018  (opens the MLflow run now: fail early)
     try:
-        metrics = fn(ctx) or {}
+        metrics = stage.fn(ctx) or {}
     finally:
-        if owned:  # the generation engine's processes end with the stage, on success or error
-            from skillmaster.stages.common import close_policy
-
-            close_policy(ctx.shared)
+        if owned:
+            ctx.resources.close()
     elapsed = time.perf_counter() - start
     # wall time of the stage, and the part of it spent in MLflow calls (bench orchestration)
     metrics["stage_seconds"] = round(elapsed, 3)

@@ -5,9 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from skillmaster.stages import StageContext, register
+from skillmaster.stages.contract import StageContract
+
+CONTRACT = StageContract(
+    name="bank-init",
+    settings=("skills.seed_bank", "env"),
+    reads=lambda w: [Path(w.cfg.skills.seed_bank)] if w.cfg.skills.seed_bank else [],
+    writes=lambda w: [w.paths.bank(0)],
+)
 
 
-@register("bank-init")
+@register(CONTRACT)
 def bank_init_stage(ctx: StageContext) -> dict:
     """Write the configured seed bank (``skills.seed_bank``), or an empty one with the env's categories."""
     from skillmaster.skills.bank import bank_stats, empty_bank, load_bank, save_bank

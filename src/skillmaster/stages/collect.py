@@ -36,6 +36,7 @@ from skillmaster.stages.common import (
     suite_of,
     write_metrics,
 )
+from skillmaster.stages.contract import StageContract, section
 from skillmaster.tables import STEPS, TRAJECTORIES
 
 
@@ -102,18 +103,27 @@ def run_collect_shard(
 
 
 # --------------------------------------------------------------------------- the stage
-@register("collect")
+CONTRACT = StageContract(
+    name="collect",
+    settings=("seed", "env", "model", *section("rollout"), "skills", "sft.enabled"),
+    reads=lambda w: [*w.policy(w.iteration - 1), w.paths.bank(w.iteration - 1)],
+    writes=lambda w: [w.paths.collect_dir(w.iteration)],
+    metrics=lambda w: [w.paths.metrics(w.iteration, "collect")],
+    iterated=True,
+    env_code=True,
+)
+
+
+@register(CONTRACT)
 def collect_stage(ctx: StageContext) -> dict:
     cfg, it = ctx.cfg, ctx.iteration
     groups = group_tasks(cfg, suite_of(ctx).tasks(cfg.env.train_split), it)
     slices = shard_slices(len(groups), cfg.orchestration.shards)
     if cfg.orchestration.task_runner == "sequential":
         parts = [collect_shard(ctx, groups, i, ids) for i, ids in enumerate(slices)]
-    else:
-        from skillmaster.orchestration import map_shards
-
+    else:  # on the task runner the caller gave this stage (a cluster worker rebuilds the context)
         args = [(cfg.model_dump_json(), it, i, str(ctx.root)) for i in range(len(slices))]
-        parts = map_shards(cfg, run_collect_shard, args)
+        parts = ctx.run_shards(run_collect_shard, args)
     steps = pl.concat([p[0] for p in parts]) if parts else STEPS.empty()
     trajs = pl.concat([p[1] for p in parts]) if parts else TRAJECTORIES.empty()
     check_env_errors(trajs, f"collect (iteration {it})")

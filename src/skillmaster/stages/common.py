@@ -71,25 +71,18 @@ def policy_dir_at(ctx: StageContext, iteration: int) -> Path | None:
 
 def load_policy(ctx: StageContext, iteration: int):
     """The policy in force after ``iteration`` on the configured engine (``rollout.engine``), opened
-    once per process and kept in ``ctx.shared``; a later call for other weights updates the engine
+    once per process (kept in ``ctx.resources``); a later call for other weights updates the engine
     in place where it can (vLLM) instead of starting a new one."""
     from skillmaster.agent.engines import open_policy
 
     adapter = policy_dir_at(ctx, iteration)
     base = policy_base(ctx)
-    key = f"{base}:{adapter}:{ctx.cfg.rollout.engine}"
-    if ctx.shared.get("policy_key") != key:
-        ctx.shared["policy"] = open_policy(ctx.cfg, base, adapter, ctx.root, current=ctx.shared.get("policy"))
-        ctx.shared["policy_key"] = key
-    return ctx.shared["policy"]
-
-
-def close_policy(shared: dict) -> None:
-    """End the engine a stage or flow opened (its processes with it)."""
-    policy = shared.pop("policy", None)
-    shared.pop("policy_key", None)
-    if policy is not None:
-        policy.close()
+    res = ctx.resources
+    weights = (base, adapter, ctx.cfg.rollout.engine)
+    if res.policy_weights != weights:
+        res.policy = open_policy(ctx.cfg, base, adapter, ctx.root, current=res.policy)
+        res.policy_weights = weights
+    return res.policy
 
 
 # --------------------------------------------------------------------------- banks and tasks
@@ -104,12 +97,11 @@ def suite_of(ctx: StageContext, max_steps: int | None = None):
     """The environment suite; ``max_steps`` (a stage's own step limit, e.g. ``eval.max_steps``)
     replaces ``env.max_steps``, so the environment does not cut a longer episode short."""
     limit = max_steps or ctx.cfg.env.max_steps
-    key = f"suite:{limit}"
-    if key not in ctx.shared:
+    if limit not in ctx.resources.suites:
         from skillmaster.envs.registry import make_suite
 
-        ctx.shared[key] = make_suite(ctx.cfg.env.model_copy(update={"max_steps": limit}))
-    return ctx.shared[key]
+        ctx.resources.suites[limit] = make_suite(ctx.cfg.env.model_copy(update={"max_steps": limit}))
+    return ctx.resources.suites[limit]
 
 
 def sample_tasks(tasks: list[TaskSpec], n: int, seed: int, *salt: Any) -> list[TaskSpec]:
@@ -138,11 +130,11 @@ def stratified_tasks(tasks: list[TaskSpec], limit: int | None, seed: int) -> lis
 
 def retriever_of(ctx: StageContext):
     """The configured skill retriever (embedding models load once per process)."""
-    if "retriever" not in ctx.shared:
+    if ctx.resources.retriever is None:
         from skillmaster.skills.retrieval import make_retriever
 
-        ctx.shared["retriever"] = make_retriever(ctx.cfg.skills)
-    return ctx.shared["retriever"]
+        ctx.resources.retriever = make_retriever(ctx.cfg.skills)
+    return ctx.resources.retriever
 
 
 def make_pool(ctx: StageContext, num_envs: int, max_steps: int | None = None):
@@ -204,7 +196,7 @@ def write_metrics(
     that generated also records its engine's counters (``generation``: engine, starts and their
     seconds, weight updates, tokens, prefix-cache hit rate; cumulative over the engine's life, which
     spans several stages in a flow)."""
-    policy = ctx.shared.get("policy")
+    policy = ctx.resources.policy
     if policy is not None:
         metrics["generation"] = {"engine": policy.engine, **policy.stats.as_dict()}
     path = ctx.paths.metrics(ctx.iteration, stage)

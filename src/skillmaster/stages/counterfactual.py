@@ -35,6 +35,7 @@ from skillmaster.stages.common import (
     suite_of,
     write_metrics,
 )
+from skillmaster.stages.contract import StageContract, section
 from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
 EDIT_STATUSES = ("added", "updated")
@@ -86,9 +87,11 @@ def edit_stem(iteration: int, e: int, placebo: bool = False) -> str:
 def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]], bank):
     """Play every probe of every planned edit with B and with B' in one batch.
 
-    ``plan``: (id stem prefix, review row, probe task ids, B') per edit; probe ``k`` of an edit is
-    played as ``{stem}-{k:02d}-before`` and ``-after`` (sharing the sampling stream ``{stem}-{k:02d}``
-    when ``counterfactual.paired``). Returns (steps, trajectories).
+    ``plan``: (id stem, review row, probe task ids, B') per edit (stems of placebo edits start with
+    ``q``); probe ``k`` of an edit is played as ``{stem}-{k:02d}-before`` and ``-after`` (sharing the
+    sampling stream ``{stem}-{k:02d}`` when ``counterfactual.paired``). Each run records what it
+    scores in its own columns: ``condition`` (probe or placebo, before or after), ``probe_of`` (the
+    review's traj_id) and ``probe`` (k). Returns (steps, trajectories).
     """
     cfg, it = ctx.cfg, ctx.iteration
     by_id = {t.task_id: t for t in suite_of(ctx).tasks(cfg.env.train_split)}
@@ -106,6 +109,8 @@ def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]
                         it,
                         bank=b,
                         condition=f"{kind}_{tag}",
+                        probe_of=row["traj_id"],
+                        probe=k,
                         seed_key=key if cfg.counterfactual.paired else None,
                     )
                 )
@@ -178,7 +183,31 @@ def check_reviews(ctx: StageContext, reviews: pl.DataFrame) -> None:
             ) from None
 
 
-@register("counterfactual")
+CONTRACT = StageContract(
+    name="counterfactual",
+    settings=(
+        "seed",
+        "env",
+        "model",
+        *section("rollout"),
+        "skills",
+        "review.enabled",
+        "counterfactual",
+        "sft.enabled",
+    ),
+    reads=lambda w: [
+        *w.policy(w.iteration - 1),
+        w.paths.bank(w.iteration - 1),
+        w.paths.reviews(w.iteration).parent,
+    ],
+    writes=lambda w: [w.paths.counterfactual_dir(w.iteration), w.paths.bank(w.iteration)],
+    metrics=lambda w: [w.paths.metrics(w.iteration, "counterfactual")],
+    iterated=True,
+    env_code=True,
+)
+
+
+@register(CONTRACT)
 def counterfactual_stage(ctx: StageContext) -> dict:
     from skillmaster.skills.bank import Edit, bank_size, bank_stats, save_bank
     from skillmaster.skills.commit import COMMIT_POLICIES, ScoredEdit, commit_edits, commit_stats
@@ -218,21 +247,25 @@ def counterfactual_stage(ctx: StageContext) -> dict:
                 )
             )
     steps, probes = run_probes(ctx, plan, bank)
-    scores = run_scores(ctx, steps, probes)
+    by_traj = run_scores(ctx, steps, probes)
+    scores = {  # (condition, review, k) -> s, joined on the runs' own columns
+        (r["condition"], r["probe_of"], r["probe"]): by_traj[r["traj_id"]]
+        for r in probes.select("traj_id", "condition", "probe_of", "probe").iter_rows(named=True)
+    }
     size_before = bank_size(bank).total
 
-    def paired_scores(stem: str, n: int) -> tuple[list[float], list[float]]:
+    def paired_scores(kind: str, review: str, n: int) -> tuple[list[float], list[float]]:
         return (
-            [scores[f"{stem}-{k:02d}-before"] for k in range(n)],
-            [scores[f"{stem}-{k:02d}-after"] for k in range(n)],
+            [scores[(f"{kind}_before", review, k)] for k in range(n)],
+            [scores[(f"{kind}_after", review, k)] for k in range(n)],
         )
 
     rows, scored_edits = [], []
     for e, row in enumerate(rows_by_e):
         before, after, ids, u = [], [], [], 0.0
         if e in planned:
-            stem, _, ids, bank_after = planned[e]
-            before, after = paired_scores(stem, len(ids))
+            _, _, ids, bank_after = planned[e]
+            before, after = paired_scores("probe", row["traj_id"], len(ids))
             u = utility(
                 before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(bank_after).total
             )
@@ -264,8 +297,8 @@ def counterfactual_stage(ctx: StageContext) -> dict:
 
     eligible = COMMIT_POLICIES[cf.commit]
     placebos = []
-    for (stem, _, ids, after_bank), row in zip(plan[len(chosen) :], placebo_rows, strict=True):
-        before, after = paired_scores(stem, len(ids))
+    for (_, _, ids, after_bank), row in zip(plan[len(chosen) :], placebo_rows, strict=True):
+        before, after = paired_scores("placebo", row["traj_id"], len(ids))
         u = utility(
             before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(after_bank).total
         )

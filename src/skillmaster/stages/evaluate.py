@@ -34,6 +34,7 @@ from skillmaster.stages.common import (
     suite_of,
     write_metrics,
 )
+from skillmaster.stages.contract import StageContract, section
 from skillmaster.tables import TRAJECTORIES
 
 CONDITIONS = {"eval_skills": True, "eval_no_skills": False}
@@ -98,7 +99,18 @@ def evaluate(
     return episodes, metrics
 
 
-@register("evaluate")
+CONTRACT = StageContract(
+    name="evaluate",
+    settings=("seed", "env", "model", *section("rollout"), "skills", "eval", "sft.enabled"),
+    reads=lambda w: [w.paths.bank(w.iteration), *w.policy(w.iteration)],
+    writes=lambda w: [w.paths.eval_dir(w.iteration)],
+    metrics=lambda w: [w.paths.metrics(w.iteration, "eval")],
+    iterated=True,
+    env_code=True,
+)
+
+
+@register(CONTRACT)
 def evaluate_stage(ctx: StageContext) -> dict:
     cfg, it = ctx.cfg, ctx.iteration
     bank = load_bank_at(ctx, it) if cfg.skills.enabled else None

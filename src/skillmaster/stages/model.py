@@ -8,6 +8,7 @@ from skillmaster.config import Config
 from skillmaster.modeling import prepare_base
 from skillmaster.paths import Paths
 from skillmaster.stages import StageContext, register
+from skillmaster.stages.contract import StageContract
 
 
 def run_prepare(cfg: Config, out: Path | None = None, force: bool = False) -> dict:
@@ -16,7 +17,14 @@ def run_prepare(cfg: Config, out: Path | None = None, force: bool = False) -> di
     return prepare_base(cfg.model, out or Paths(project_root()).base_model, force=force)
 
 
-@register("model")
+CONTRACT = StageContract(
+    name="model",
+    settings=("model.source", "model.gguf_file", "model.revision"),
+    writes=lambda w: [w.paths.base_model],
+)
+
+
+@register(CONTRACT)
 def model_stage(ctx: StageContext) -> dict:
     manifest = prepare_base(ctx.cfg.model, ctx.paths.base_model)
     return {"parameters": manifest["parameters"], "cpu_dtype": manifest["cpu_dtype"]}

@@ -12,13 +12,51 @@ import json
 from pathlib import Path
 from typing import Any
 
+from skillmaster.config import Config
 from skillmaster.io import read_json, write_json
-from skillmaster.pipeline import EDIT_PLOT_COLUMNS, REVIEW_PLOT_COLUMNS
 from skillmaster.plots import label, line_plot, write_csv
 from skillmaster.stages import StageContext, register
+from skillmaster.stages.contract import Plot, StageContract, Where
+from skillmaster.stages.trace import paused
 
 STAGE_FILES = ("collect", "review", "counterfactual", "train", "eval")
 INVALID_STATUSES = ("duplicate", "not_found", "invalid_arguments", "unknown_tool")
+REVIEW_PLOT_COLUMNS = ("added", "updated", "kept", "invalid", "parse_error")
+EDIT_PLOT_COLUMNS = ("scored", "committed", "placebo_scored", "placebo_commits")
+BANK_PLOT_COLUMNS = ("total", "general", "task_specific", "mistakes")
+
+
+def _family_columns(cfg: Config) -> list[str]:
+    from skillmaster.plots import FAMILY_LABELS
+
+    if cfg.env.name == "alfworld":
+        fams = cfg.env.families or list(FAMILY_LABELS)
+        return ["overall", *sorted(FAMILY_LABELS.get(f, f) for f in fams)]
+    return ["overall"]
+
+
+def _reads(w: Where) -> list[Path]:
+    """Every iteration's metrics (of the stages the run has) and banks."""
+    cfg, p = w.cfg, w.paths
+    out = []
+    for it in range(cfg.loop.iterations + 1):
+        stages = (["eval"] if cfg.eval.enabled else []) + (list(STAGE_FILES[:4]) if it else [])
+        out += [p.metrics(it, s) for s in stages] + [p.bank(it)]
+    return out
+
+
+CONTRACT = StageContract(
+    name="report",
+    settings=("method", "loop.iterations", "eval", "env.name", "env.families"),
+    reads=_reads,
+    metrics=lambda w: [w.paths.summary],
+    plots=(
+        Plot("success_by_family", "Success by family", "success rate", _family_columns),
+        Plot("bank_size", "Skill bank size", "skills", lambda cfg: list(BANK_PLOT_COLUMNS)),
+        Plot("skill_reviews", "Reviews by outcome", "reviews", lambda cfg: list(REVIEW_PLOT_COLUMNS)),
+        Plot("skill_edits", "Edits scored and committed", "edits", lambda cfg: list(EDIT_PLOT_COLUMNS)),
+    ),
+)
 
 
 def primary_eval(ctx: StageContext, eval_metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -106,13 +144,9 @@ def plot_rows(ctx: StageContext, summary: list[dict[str, Any]]) -> tuple[list[di
     return success_rows, sorted(families), bank_rows
 
 
-@register("report")
+@register(CONTRACT)
 def report_stage(ctx: StageContext) -> dict:
-    from skillmaster.pipeline import check_in_sync
-
     cfg, paths = ctx.cfg, ctx.paths
-    if (ctx.root / "dvc.yaml").is_file():
-        check_in_sync(cfg, ctx.root)
     summary = [iteration_summary(ctx, it) for it in range(cfg.loop.iterations + 1)]
     success_rows, families, bank_rows = plot_rows(ctx, summary)
     review_rows, edit_rows = skill_rows(summary)
@@ -215,5 +249,6 @@ def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) 
     for png in pngs:
         tracker.log_artifact(png, "plots")
     tracker.log_artifact(paths.summary)
-    tracker.log_text(json.dumps(ctx.cfg.model_dump(mode="json"), indent=2), "params.json")
+    with paused():  # the MLflow record of every setting: no output of the stage depends on it
+        tracker.log_text(json.dumps(ctx.cfg.model_dump(mode="json"), indent=2), "params.json")
     tracker.close("FINISHED")  # the report is the run's last stage; a rerun of a stage reopens it

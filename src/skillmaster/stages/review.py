@@ -14,6 +14,7 @@ from skillmaster.agent.prompts import PromptParts, apply_chat_template
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import check_collection, load_bank_at, load_policy, write_metrics
+from skillmaster.stages.contract import StageContract
 from skillmaster.tables import REVIEWS, STEPS, TRAJECTORIES
 
 
@@ -47,7 +48,22 @@ def review_prompts(
     return prompts
 
 
-@register("review")
+CONTRACT = StageContract(
+    name="review",
+    settings=("seed", "env.name", "model", "review", "rollout.top_p", "rollout.engine", "sft.enabled"),
+    reads=lambda w: [
+        *w.policy(w.iteration - 1),
+        w.paths.bank(w.iteration - 1),
+        w.paths.collect_dir(w.iteration),
+    ],
+    writes=lambda w: [w.paths.reviews(w.iteration).parent],
+    metrics=lambda w: [w.paths.metrics(w.iteration, "review")],
+    iterated=True,
+    env_code=True,
+)
+
+
+@register(CONTRACT)
 def review_stage(ctx: StageContext) -> dict:
     from skillmaster.skills.tools import review_shares, review_stats, score_review
 
@@ -90,6 +106,8 @@ def review_stage(ctx: StageContext) -> dict:
                 "response_ids": gen.token_ids,
                 "prompt_tokens": gen.prompt_tokens,
                 "response_tokens": len(gen.token_ids),
+                "temperature": cfg.review.temperature,
+                "top_p": cfg.rollout.top_p,
                 "tool": outcome.tool,
                 "arguments": outcome.arguments_json(),
                 "status": outcome.status,

@@ -35,6 +35,7 @@ from skillmaster.stages.common import (
     stratified_tasks,
     suite_of,
 )
+from skillmaster.stages.contract import StageContract
 from skillmaster.tables import SFT_SAMPLES, TRAJECTORIES
 
 REVIEW_TOKEN_MARGIN = 16
@@ -55,7 +56,7 @@ def _replay(ctx: StageContext, tasks, make_expert, limit: int, prefix: str, desc
     def expert(spec: EpisodeSpec, step: int, observation: str, admissible: list[str]) -> str | None:
         return experts[spec.traj_id].reply(observation, admissible)
 
-    settings = RolloutSettings.from_config(cfg, max_steps=limit)
+    settings = RolloutSettings.for_replay(cfg, max_steps=limit)
     holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
     with make_pool(ctx, len(episodes), limit) as pool:
         return collect_episodes(holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc=desc)
@@ -223,7 +224,17 @@ def review_targets(
     return rows, metrics
 
 
-@register("sft-data")
+DATA_CONTRACT = StageContract(
+    name="sft-data",
+    settings=("seed", "env", "sft", "rollout.history_length", "rollout.max_obs_chars", "skills", "review"),
+    reads=lambda w: [w.paths.base_model, w.paths.bank(0)],
+    writes=lambda w: [w.paths.sft_data],
+    metrics=lambda w: [w.paths.metrics(0, "sft_data")],
+    env_code=True,
+)
+
+
+@register(DATA_CONTRACT)
 def sft_data_stage(ctx: StageContext) -> dict:
     from skillmaster.io import write_json
     from skillmaster.modeling import load_tokenizer
@@ -270,7 +281,28 @@ def sft_data_stage(ctx: StageContext) -> dict:
     return metrics
 
 
-@register("sft")
+CONTRACT = StageContract(
+    name="sft",
+    settings=(
+        "seed",
+        "sft",
+        "model",
+        # the train.* keys SFT reads (TrainSettings.for_sft): the RL lr or loss leave SFT alone
+        "train.lora",
+        "train.weight_decay",
+        "train.micro_batch_tokens",
+        "train.grad_clip",
+        "train.gradient_checkpointing",
+        "train.mixed_precision",
+        "train.checkpoint_every",
+    ),
+    reads=lambda w: [w.paths.base_model, w.paths.sft_data],
+    writes=lambda w: [w.paths.sft_model],
+    metrics=lambda w: [w.paths.metrics(0, "sft")],
+)
+
+
+@register(CONTRACT)
 def sft_stage(ctx: StageContext) -> dict:
     """LoRA (or full) SFT on the replayed samples with the RL trainer's loop; ``models/sft`` is the
     merged model, so the RL iterations' adapters and KL reference sit on the SFT policy."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 from skillmaster.io import write_json
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import check_collection, policy_base, policy_dir_at, write_pointer
+from skillmaster.stages.contract import StageContract, section
 from skillmaster.tables import EDITS, REVIEWS, STEPS, TRAJECTORIES
 
 
@@ -36,7 +37,23 @@ def step_progress(ctx: StageContext, steps, trajs):
     return steps.select("traj_id", "step").join(score, on="traj_id", how="left")
 
 
-@register("train")
+CONTRACT = StageContract(
+    name="train",
+    settings=("seed", "env", "model", *section("train"), "review.enabled", "sft.enabled"),
+    reads=lambda w: [
+        *w.policy(w.iteration - 1),
+        w.paths.collect_dir(w.iteration),
+        w.paths.reviews(w.iteration).parent,
+        w.paths.counterfactual_dir(w.iteration),
+    ],
+    writes=lambda w: [w.paths.policy(w.iteration)],
+    metrics=lambda w: [w.paths.metrics(w.iteration, "train")],
+    iterated=True,
+    env_code=True,
+)
+
+
+@register(CONTRACT)
 def train_stage(ctx: StageContext) -> dict:
     from accelerate import PartialState
 

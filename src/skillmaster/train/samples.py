@@ -67,7 +67,7 @@ def rl_sample_frame(
 
     ``step_bonus`` (columns traj_id, step, bonus) adds a per-step bonus to action samples (the
     dense progress reward; missing steps get 0). Columns: kind, group_id, traj_id, step, prompt,
-    prefix_chars, response_ids, reward.
+    prefix_chars, response_ids, temperature (what the response was sampled at), reward.
     """
     episode = trajectories.select("traj_id", "episode_reward").unique("traj_id", keep="first")
     actions = steps.join(episode, on="traj_id", how="left")
@@ -77,7 +77,17 @@ def rl_sample_frame(
             f"{orphans.height} step rows have a traj_id missing from the trajectories table "
             f"(e.g. {orphans['traj_id'][0]!r}); re-run the collect stage"
         )
-    columns = ["kind", "group_id", "traj_id", "step", "prompt", "prefix_chars", "response_ids", "reward"]
+    columns = [
+        "kind",
+        "group_id",
+        "traj_id",
+        "step",
+        "prompt",
+        "prefix_chars",
+        "response_ids",
+        "temperature",
+        "reward",
+    ]
     if step_bonus is not None:
         actions = actions.join(
             step_bonus.select("traj_id", "step", "bonus"), on=["traj_id", "step"], how="left"
@@ -130,14 +140,12 @@ def subsample_actions(frame: pl.DataFrame, max_samples: int | None, seed: int | 
 
 
 # --------------------------------------------------------------------------- tokenisation
-def tokenize_frame(
-    frame: pl.DataFrame, tokenizer, temperatures: dict[str, float] | None = None
-) -> list[Sample]:
-    """Samples from a frame with prompt, prefix_chars, response_ids, advantage, kind, group_id, reward.
+def tokenize_frame(frame: pl.DataFrame, tokenizer) -> list[Sample]:
+    """Samples from a frame with prompt, prefix_chars, response_ids, advantage, kind, group_id, reward
+    and (for sampled responses) the temperature they were sampled at.
 
     Rows whose response is empty carry no token to train on and are dropped.
     """
-    temperatures = temperatures or {}
     prefix_cache: dict[str, list[int]] = {}
     samples = []
     for row in frame.iter_rows(named=True):
@@ -159,7 +167,7 @@ def tokenize_frame(
                 kind=row["kind"],
                 group=int(row["group_id"]),
                 reward=float(row["reward"]),
-                temperature=temperatures.get(row["kind"], 1.0) or 1.0,
+                temperature=float(row.get("temperature") or 1.0),  # greedy (0): log-probs at T = 1
             )
         )
     return samples
@@ -178,7 +186,8 @@ def build_rl_samples(
     """The iteration's DualAdv-GRPO samples (METHOD.md §7) and their metrics.
 
     ``cfg`` is the root :class:`~skillmaster.config.Config`. Review samples are used only when
-    ``review.enabled``. ``seed`` makes the ``train.max_samples`` subsample reproducible.
+    ``review.enabled``. ``seed`` makes the ``train.max_samples`` subsample reproducible; each
+    response's log-probs are taken at the temperature its table row records.
     ``progress`` (traj_id, step, progress_to_go; :func:`skillmaster.rollout.progress.episode_progress`)
     adds ``train.progress_reward`` × progress_to_go to action rewards when that setting is above 0.
     """
@@ -191,8 +200,7 @@ def build_rl_samples(
         raise DataError("there is nothing to train on: the steps table of this iteration is empty")
     frame, metrics = add_advantages(frame, cfg.train.advantage, cfg.train.review_adv_weight)
     frame = subsample_actions(frame, cfg.train.max_samples, seed)
-    temps = {"action": cfg.rollout.temperature, "review": cfg.review.temperature}
-    samples = tokenize_frame(frame, tokenizer, temps)
+    samples = tokenize_frame(frame, tokenizer)
     if bonus is not None:
         metrics["samples/mean_progress_bonus"] = float(bonus["bonus"].mean()) if bonus.height else 0.0
     metrics["samples/trained"] = float(len(samples))

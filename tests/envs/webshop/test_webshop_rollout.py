@@ -23,6 +23,7 @@ from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.skills.bank import bank_size, load_bank
 from skillmaster.stages import run_stage
 from skillmaster.stages.common import resolve_policy
+from skillmaster.stages.resources import Resources
 from skillmaster.tables import EDITS, REVIEWS, STEPS, TRAJECTORIES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pipeline"))
@@ -60,11 +61,12 @@ def run(tmp_path_factory, base_model_dir, webshop_dir):
         "train": {"max_samples": 4, "lora": {"enabled": True}, "kl_coef": 0.0, "micro_batch_tokens": 1024},
     })  # fmt: skip
     paths = seed_workdir(root, base_model_dir, cfg)
-    shared: dict = {}  # one policy load for the stages that generate
+    res = Resources()  # one policy load for the stages that generate
     metrics = {
-        name: run_stage(name, cfg, IT, root=root, shared=shared)
+        name: run_stage(name, cfg, IT, root=root, resources=res)
         for name in ("collect", "review", "counterfactual", "train")
     }
+    res.close()
     return paths, cfg, metrics
 
 

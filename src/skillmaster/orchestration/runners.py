@@ -1,18 +1,14 @@
-"""How stages run: Prefect task runners for rollout fan-out, and DVC bookkeeping for flows.
+"""Prefect task runners for rollout fan-out (registry :data:`TASK_RUNNERS`).
 
-Rollout shards go to an existing engine through a Prefect task runner (registry
-:data:`TASK_RUNNERS`): ``sequential`` (in-process), ``dask`` (prefect-dask: a local cluster, or the
-scheduler at ``orchestration.address``), ``ray`` (prefect-ray, when installed). A flow that runs a
-stage records it in DVC (``dvc commit``), so ``dvc status`` is clean afterwards and ``dvc repro``
-has nothing to do; a stage DVC already has up to date is skipped, as ``dvc repro`` would.
+Rollout shards go to an existing engine through a Prefect task runner: ``sequential``
+(in-process), ``dask`` (prefect-dask: a local cluster, or the scheduler at
+``orchestration.address``), ``ray`` (prefect-ray, when installed).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from skillmaster.config import Config, OrchestrationConfig
@@ -91,19 +87,12 @@ def map_shards(cfg: Config, fn: Callable[..., Any], arg_tuples: list[tuple]) -> 
     return rollout_shards()
 
 
-# --------------------------------------------------------------------------- DVC bookkeeping
-def dvc_stage_up_to_date(root: Path, stage: str) -> bool:
-    """True when DVC has ``stage`` recorded and nothing it depends on changed."""
-    from dvc.repo import Repo
+def shard_runner(cfg: Config):
+    """The shard runner stages get (:data:`skillmaster.stages.ShardRunner`): shards as tasks on the
+    configured task runner (the ``collect`` stage runs them in its own process when the runner is
+    ``sequential``)."""
 
-    # DVC resolves a stage's relative outs against the working directory, not the repo root
-    with contextlib.chdir(root), Repo(str(root)) as repo:
-        return not repo.status(targets=[stage])
+    def run(fn: Callable[..., Any], arg_tuples: list[tuple]) -> list:
+        return map_shards(cfg, fn, arg_tuples)
 
-
-def dvc_commit_stage(root: Path, stage: str) -> None:
-    """Record a stage that ran outside ``dvc repro``: hash its deps/outs, cache outs, update dvc.lock."""
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(str(root)) as repo:
-        repo.commit(stage, force=True)
+    return run

@@ -8,7 +8,7 @@ import pytest
 
 from skillmaster.config import load_config
 from skillmaster.errors import ConfigError
-from skillmaster.flows_support import apply_overrides
+from skillmaster.orchestration.flow import apply_overrides
 
 
 def test_overrides_keep_comments_and_change_only_the_named_keys(repo_root, tmp_path):

@@ -6,7 +6,6 @@ the Prefect flow or bare) without touching the checkout's own DVC state, MLflow 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,8 +16,8 @@ from typing import Any
 import yaml
 
 from skillmaster.config import Config, deep_merge, read_yaml, validate_config
+from skillmaster.orchestration.plan import render_dvc_yaml
 from skillmaster.paths import Paths
-from skillmaster.pipeline import render_dvc_yaml
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -57,11 +56,3 @@ def make_project(root: Path, source: Path, base_model: Path, settings: dict[str,
     run_tool(["git", "add", "-A"], root)
     run_tool(["git", "commit", "-q", "-m", "scratch project"], root)
     return cfg
-
-
-def load_flow_module(source: Path):
-    """``flows/loop.py`` of ``source`` as a module (the flows folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("skillmaster_flows_loop", source / "flows" / "loop.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -1,0 +1,103 @@
+"""What a stage declares about itself, next to its code: the settings and files it reads, what it
+writes, its metrics and plots.
+
+Each stage module defines one :class:`StageContract` and registers its function with it
+(``@register(CONTRACT)``). The orchestration renders ``dvc.yaml`` from these declarations alone, so
+what DVC reruns is what the stage says it reads; ``tests/core/test_stage_contracts.py`` runs every
+stage with its settings recorded and fails when a stage reads a setting it did not declare.
+
+Files are declared as functions of :class:`Where` (the settings, the iteration and the project's
+paths), because they depend on both: the policy in force is ``models/sft`` only when the cold start
+is on, the report reads every iteration's metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skillmaster.config import Config
+from skillmaster.paths import Paths
+
+
+@dataclass(frozen=True)
+class Where:
+    """The place a stage runs in: its settings, its iteration and where files live."""
+
+    cfg: Config
+    iteration: int
+    paths: Paths
+
+    def policy(self, iteration: int) -> list[Path]:
+        """The weights in force after ``iteration``: the policy base (``models/sft`` with the cold
+        start, else ``models/base``) plus that iteration's checkpoint (none at iteration 0)."""
+        p = self.paths
+        base = p.sft_model if self.cfg.sft.enabled else p.base_model
+        return [base] + ([p.policy(iteration)] if iteration > 0 else [])
+
+
+EXECUTION_SETTINGS = (
+    "rollout.num_workers",
+    "rollout.max_batch_size",
+    "rollout.prefix_reuse",
+    "rollout.vllm",
+    "model.num_threads",
+    "train.checkpoint_every",
+    "train.accelerate_config",
+    "orchestration",
+    "tracking",
+)
+"""Settings that decide how a stage runs, never what it computes: worker and thread counts, batch
+chunking and prefix caching (replies depend on the prompt and seed alone, tested), engine memory,
+checkpoint spacing, the task runner and shards (a shard plays the same episodes anywhere, tested),
+MLflow. They are no DVC params, so changing them reruns nothing; a stage need not declare them."""
+
+
+def section(name: str) -> tuple[str, ...]:
+    """The keys of settings section ``name`` that decide what a stage computes (the section less
+    its :data:`EXECUTION_SETTINGS`), for declaring "everything of this section"."""
+    model = Config.model_fields[name].annotation
+    keys = (f"{name}.{field}" for field in model.model_fields)
+    return tuple(k for k in keys if not any(k == e or k.startswith(e + ".") for e in EXECUTION_SETTINGS))
+
+
+Files = Callable[[Where], Sequence[Path]]
+
+
+def _none(_: Where) -> list[Path]:
+    return []
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A plot a stage writes: ``plots/<name>.csv`` (for ``dvc plots``) and ``plots/<name>.png``."""
+
+    name: str
+    title: str
+    y_label: str
+    columns: Callable[[Config], list[str]]
+    """The CSV's y columns (x is ``iteration``)."""
+
+
+@dataclass(frozen=True)
+class StageContract:
+    name: str
+    """The stage's registry name (``skillmaster stage <name>``)."""
+    settings: tuple[str, ...]
+    """Every setting the stage reads, as dotted keys of params.yaml; a section (``model``) stands for
+    all its keys. DVC reruns the stage when one of them changes."""
+    reads: Files = _none
+    """Files and folders the stage reads (besides its code)."""
+    writes: Files = _none
+    """Its outputs (DVC caches and restores them)."""
+    metrics: Files = _none
+    """Its metrics files (JSON, kept in git rather than DVC's cache)."""
+    plots: tuple[Plot, ...] = ()
+    iterated: bool = False
+    """Takes ``--iteration N`` (one DVC stage per iteration)."""
+    env_code: bool = False
+    """The configured environment's code is part of the stage's code (it plays episodes)."""
+    code: tuple[str, ...] = field(default=())
+    """Modules beyond the stage's own that the stage runs through a name (none are found by the import
+    walk otherwise); the stage's module and everything it imports are found automatically."""
