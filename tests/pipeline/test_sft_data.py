@@ -27,8 +27,8 @@ from skillmaster.agent.tokens import encode_prompt, encode_response
 from skillmaster.envs.registry import make_suite
 from skillmaster.modeling import load_tokenizer
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, _Live, render_step_prompt
-from skillmaster.skills.bank import load_bank
 from skillmaster.skills.retrieval import make_retriever, render_skill_block
+from skillmaster.skills.store import load_bank
 from skillmaster.skills.tools import (
     TOOL_ARGS,
     check_arguments,

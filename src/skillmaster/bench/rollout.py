@@ -389,8 +389,8 @@ def bench_rollout(
     from skillmaster.paths import Paths
     from skillmaster.rollout.collector import EpisodeSpec
     from skillmaster.runtime import configure_environment, project_root
-    from skillmaster.skills.bank import load_bank
     from skillmaster.skills.retrieval import make_retriever
+    from skillmaster.skills.store import load_bank
 
     configure_environment()
     if threads:

@@ -180,9 +180,11 @@ def check_reviews(ctx: StageContext, reviews: pl.DataFrame) -> None:
 
 @register("counterfactual")
 def counterfactual_stage(ctx: StageContext) -> dict:
-    from skillmaster.skills.bank import Edit, bank_size, bank_stats, save_bank
+    from skillmaster.skills.bank import Edit
     from skillmaster.skills.commit import COMMIT_POLICIES, ScoredEdit, commit_edits, commit_stats
+    from skillmaster.skills.diff import bank_size, bank_stats
     from skillmaster.skills.probes import choose_edits
+    from skillmaster.skills.store import save_bank
     from skillmaster.skills.utility import utility
 
     cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual
