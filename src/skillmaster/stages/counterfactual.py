@@ -25,6 +25,7 @@ from skillmaster.errors import DataError
 from skillmaster.io import atomic_dir
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
+from skillmaster.skills.tools import EDIT_STATUSES
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
     check_env_errors,
@@ -37,7 +38,6 @@ from skillmaster.stages.common import (
 )
 from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
-EDIT_STATUSES = ("added", "updated")
 NEUTRAL_SKILL = {
     "title": "Placebo note",
     "principle": "This note is a placebo and gives no advice about the task.",
