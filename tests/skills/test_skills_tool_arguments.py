@@ -1,5 +1,6 @@
 """The review tools' arguments as pydantic models (METHOD.md §5 table): valid calls round-trip, and
-every invalid-argument case gives ``invalid_arguments`` with the reason it always gave."""
+every invalid-argument case gives ``invalid_arguments`` with the reason ``check_arguments`` gave
+before the models replaced it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from skillmaster.skills.tools import (
     KeepSkill,
     ProposeSkill,
     UpdateSkill,
-    check_arguments,
     score_review,
     validate_arguments,
 )
@@ -60,7 +60,7 @@ def test_each_tool_has_its_model_with_the_method_table_arguments():
 def test_a_valid_call_round_trips(name):
     args = VALID[name]
     model, problem = validate_arguments(name, args, "heat")
-    assert problem == "" and check_arguments(name, args, "heat") == ""
+    assert problem == ""
     assert isinstance(model, TOOLS[name])
     assert model.model_dump() == {k: v.strip() for k, v in args.items()}  # stored stripped, nothing else
     again = TOOLS[name].model_validate_json(model.model_dump_json(), context={"category": "heat"})
@@ -134,13 +134,12 @@ INVALID = [
 def test_invalid_arguments_keep_their_status_and_reason(name, args, reason):
     model, problem = validate_arguments(name, args, "heat")
     assert model is None and problem == reason
-    assert check_arguments(name, args, "heat") == reason
     out = score_review(reply(name, args), BANK, "heat", ShapingConfig())
     assert (out.status, out.detail, out.shaping, out.new_bank) == ("invalid_arguments", reason, -1.0, BANK)
 
 
 def test_general_is_always_an_allowed_category_and_the_check_needs_the_task():
-    assert check_arguments("propose_skill", _with("propose_skill", category="general"), "heat") == ""
+    assert validate_arguments("propose_skill", _with("propose_skill", category="general"), "heat")[1] == ""
     assert (
         ProposeSkill.model_validate(_with("propose_skill", category="clean")).category == "clean"
     )  # no task

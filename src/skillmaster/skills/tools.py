@@ -188,15 +188,6 @@ def _problem(want: tuple[str, ...], err: ValidationError) -> str:
     return errors[0]["msg"]
 
 
-def check_arguments(name: str, args: Mapping[str, Any], category: str) -> str:
-    """Empty string when ``args`` fit tool ``name`` exactly; otherwise the reason (→ ``invalid_arguments``).
-
-    Every argument is required, must be a non-empty string, and no other names are allowed. A
-    proposal's category must be the task's own ``category`` or ``"general"``.
-    """
-    return validate_arguments(name, args, category)[1]
-
-
 # --------------------------------------------------------------------------- parsing
 _TAG_OPEN = re.compile(r"<tool_call>", re.IGNORECASE)
 _TAG_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.IGNORECASE | re.DOTALL)
