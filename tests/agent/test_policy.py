@@ -6,8 +6,8 @@ import pytest
 
 from skillmaster.agent.policy import Policy
 from skillmaster.agent.prompts import apply_chat_template, render_action_prompt
-from skillmaster.skills.bank import load_bank
 from skillmaster.skills.retrieval import render_skill_block, select_template
+from skillmaster.skills.store import load_bank
 
 pytestmark = pytest.mark.model
 

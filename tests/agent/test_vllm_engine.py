@@ -25,8 +25,8 @@ STOP = "</action>"
 
 def _prompts(tokenizer, repo_root, n: int = 6) -> list[tuple[str, int]]:
     from skillmaster.agent.prompts import apply_chat_template, render_action_prompt
-    from skillmaster.skills.bank import load_bank
     from skillmaster.skills.retrieval import render_skill_block, select_template
+    from skillmaster.skills.store import load_bank
 
     bank = load_bank(repo_root / "src/skillmaster/resources/seed_bank_alfworld_small.json")
     tasks = [

@@ -14,7 +14,7 @@ from skillmaster.algo.losses import (
     LossSettings,
     Norm,
     aggregate,
-    entropy_from_logits,
+    entropy_from_logprobs,
     get_loss_fn,
     grpo_loss,
     kl_penalty,
@@ -88,9 +88,26 @@ def test_unknown_kl_is_a_config_error():
 
 
 # --------------------------------------------------------------------------- entropy
-def test_entropy_from_logits():
-    assert float(entropy_from_logits(torch.zeros(4))) == pytest.approx(math.log(4))
-    assert float(entropy_from_logits(torch.tensor([100.0, 0.0, 0.0]))) == pytest.approx(0.0, abs=1e-6)
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    return entropy_from_logprobs(torch.log_softmax(logits, dim=-1))
+
+
+def test_entropy_from_logprobs():
+    assert float(_entropy(torch.zeros(4))) == pytest.approx(math.log(4))
+    assert float(_entropy(torch.tensor([100.0, 0.0, 0.0]))) == pytest.approx(0.0, abs=1e-6)
+    assert float(_entropy(torch.tensor([math.log(3.0), 0.0]))) == pytest.approx(
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    )
+
+
+def test_entropy_matches_the_categorical_entropy_per_token_and_has_a_gradient():
+    logits = (torch.randn(2, 3, 50, generator=torch.Generator().manual_seed(0)) * 4).requires_grad_()
+    ent = _entropy(logits / 0.7)  # (B, R, V) -> (B, R), as the trainer calls it
+    assert ent.shape == (2, 3)
+    expected = torch.distributions.Categorical(logits=logits.detach() / 0.7).entropy()
+    torch.testing.assert_close(ent.detach(), expected, rtol=1e-5, atol=1e-5)
+    ent.sum().backward()  # the entropy bonus trains through it
+    assert logits.grad is not None and bool(logits.grad.abs().sum() > 0)
 
 
 # --------------------------------------------------------------------------- clipped loss

@@ -31,11 +31,13 @@ from skillmaster.modeling import load_tokenizer
 from skillmaster.paths import Paths
 from skillmaster.rollout.progress import milestone_hits, milestones
 from skillmaster.seeding import derive_seed
-from skillmaster.skills.bank import Bank, Edit, apply_edit, bank_size, empty_bank, load_bank
+from skillmaster.skills.bank import Bank, Edit, apply_edit, empty_bank
 from skillmaster.skills.commit import ScoredEdit, commit_edits
+from skillmaster.skills.diff import bank_size
 from skillmaster.skills.evidence import TRANSFORM_FAMILIES, Finding
 from skillmaster.skills.lessons import review_example
 from skillmaster.skills.probes import choose_edits
+from skillmaster.skills.store import load_bank
 from skillmaster.skills.tools import INFO_FLAGS, score_review
 from skillmaster.skills.utility import utility
 from skillmaster.stages import run_stage

@@ -27,14 +27,14 @@ from skillmaster.agent.tokens import encode_prompt, encode_response
 from skillmaster.envs.registry import make_suite
 from skillmaster.modeling import load_tokenizer
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, _Live, render_step_prompt
-from skillmaster.skills.bank import load_bank
 from skillmaster.skills.retrieval import make_retriever, render_skill_block
+from skillmaster.skills.store import load_bank
 from skillmaster.skills.tools import (
     TOOL_ARGS,
-    check_arguments,
     has_instance_id,
     has_placeholder,
     parse_tool_call,
+    validate_arguments,
 )
 from skillmaster.stages import run_stage
 from skillmaster.stages.sft import REVIEW_TOKEN_MARGIN
@@ -124,7 +124,7 @@ def test_review_examples_are_valid_calls_right_for_their_prompts(replayed):
     for r in reviews.iter_rows(named=True):
         call = parse_tool_call(r["response"])
         assert call.error == "" and call.tagged and "<think>" in r["response"], r["response"]
-        assert check_arguments(call.name, call.arguments, task.category) == ""
+        assert validate_arguments(call.name, call.arguments, task.category)[1] == ""
         assert not has_placeholder(r["response"], call.arguments) and not has_instance_id(call.arguments)
         assert len(encode_response(tokenizer, r["response"])) + 1 <= budget
         shown = r["prompt"].split("Skills shown to the agent:", 1)[1].split("steps:", 1)[0]

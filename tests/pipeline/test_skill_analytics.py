@@ -22,8 +22,10 @@ from skillmaster.cli import app
 from skillmaster.config import Config
 from skillmaster.io import write_json
 from skillmaster.paths import Paths
-from skillmaster.skills.bank import Edit, Skill, apply_edit, bank_stats, empty_bank, save_bank
+from skillmaster.skills.bank import Edit, Skill, apply_edit, empty_bank
 from skillmaster.skills.commit import ScoredEdit, commit_edits, commit_stats
+from skillmaster.skills.diff import bank_stats
+from skillmaster.skills.store import save_bank
 from skillmaster.skills.tools import review_shares, review_stats
 from skillmaster.stages import run_stage
 from skillmaster.stages.counterfactual import utility_stats

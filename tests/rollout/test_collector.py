@@ -20,8 +20,8 @@ from skillmaster.envs.alfworld import AlfworldSuite
 from skillmaster.envs.pool import EnvPool
 from skillmaster.modeling import load_tokenizer
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
-from skillmaster.skills.bank import load_bank
 from skillmaster.skills.retrieval import select_template
+from skillmaster.skills.store import load_bank
 from skillmaster.tables import STEPS, TRAJECTORIES
 
 pytestmark = [pytest.mark.model, pytest.mark.alfworld]

@@ -13,16 +13,14 @@ from skillmaster.skills.bank import (
     Skill,
     apply_edit,
     apply_edit_detailed,
-    bank_size,
-    bank_stats,
     empty_bank,
     find_duplicate,
     find_skill,
-    load_bank,
     next_dynamic_number,
     normalise,
-    parse_bank,
 )
+from skillmaster.skills.diff import bank_size, bank_stats
+from skillmaster.skills.store import load_bank, parse_bank
 
 EXPECTED_SIZES = {  # (general, task-specific, mistakes), METHOD.md §2 and the resource file
     "alfworld_shared": (12, 32, 11),

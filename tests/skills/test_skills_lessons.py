@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from skillmaster.config import ShapingConfig, load_config
-from skillmaster.skills.bank import GENERAL, Bank, empty_bank, iter_skills, load_bank
+from skillmaster.skills.bank import GENERAL, Bank, empty_bank, iter_skills
 from skillmaster.skills.evidence import Finding
 from skillmaster.skills.lessons import (
     KINDS,
@@ -32,6 +32,7 @@ from skillmaster.skills.lessons import (
     review_example,
 )
 from skillmaster.skills.retrieval import select_template
+from skillmaster.skills.store import load_bank
 from skillmaster.skills.tools import parse_tool_call, score_review
 
 REPO = Path(__file__).resolve().parents[2]

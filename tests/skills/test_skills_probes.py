@@ -117,7 +117,7 @@ def test_choose_edits_is_a_seeded_random_subset_not_the_first_ones():
 
 
 def test_a_neutral_placebo_adds_one_skill_without_advice(tiny_bank):
-    from skillmaster.skills.bank import bank_size, diff_banks
+    from skillmaster.skills.diff import bank_size, diff_banks
     from skillmaster.stages.counterfactual import NEUTRAL_SKILL, placebo_bank
 
     assert placebo_bank(tiny_bank, "identical") is tiny_bank

@@ -6,7 +6,7 @@ import pytest
 
 from skillmaster.config import SkillsConfig
 from skillmaster.errors import ConfigError, ModelError
-from skillmaster.skills.bank import empty_bank, load_bank
+from skillmaster.skills.bank import empty_bank
 from skillmaster.skills.retrieval import (
     NO_SKILLS,
     EmbeddingRetriever,
@@ -16,6 +16,7 @@ from skillmaster.skills.retrieval import (
     resolve_embedding_model,
     select_template,
 )
+from skillmaster.skills.store import load_bank
 
 
 def test_template_selection_on_the_shared_seed_bank(seed_bank_paths):

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from skillmaster.cli import app
 from skillmaster.errors import DataError
-from skillmaster.skills.bank import Edit, apply_edit, diff_banks, format_diff, load_bank, prev_path, save_bank
+from skillmaster.skills.bank import Edit, apply_edit
+from skillmaster.skills.diff import diff_banks, format_diff
+from skillmaster.skills.store import load_bank, prev_path, save_bank
 
 
 def test_save_load_round_trip_keeps_previous_version(tmp_path, tiny_bank):
@@ -60,7 +62,8 @@ def test_hard_kill_between_write_and_rename_leaves_old_bank_intact(tmp_path, tin
     script = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        from skillmaster.skills.bank import Edit, apply_edit, load_bank, save_bank
+        from skillmaster.skills.bank import Edit, apply_edit
+        from skillmaster.skills.store import load_bank, save_bank
         path = Path({str(path)!r})
         real = os.replace
         def die(src, dst, *a, **k):

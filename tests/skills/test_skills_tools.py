@@ -161,7 +161,7 @@ _values = st.lists(st.one_of(_escapes, st.text(alphabet=st.characters(blacklist_
 def _save_everything(text: str, bank: Bank, category: str, folder) -> str:
     """Everything the review and counterfactual stages write for one reply: the REVIEWS row (parquet),
     the edit as JSON, and the bank B' of an edit; returns the status."""
-    from skillmaster.skills.bank import load_bank, save_bank
+    from skillmaster.skills.store import load_bank, save_bank
     from skillmaster.tables import REVIEWS
 
     out = score_review(text, bank, category, ShapingConfig())

@@ -13,8 +13,10 @@ from train_tables import BAD, GOOD, chat
 from skillmaster.config import Config
 from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.train.checkpoint import latest_complete_checkpoint, read_trainer_state
-from skillmaster.train.grpo import TrainSettings, train_iteration, train_on_samples
+from skillmaster.train.grpo import train_iteration
 from skillmaster.train.samples import Sample, build_sft_samples, collate
+from skillmaster.train.settings import TrainSettings
+from skillmaster.train.trainer import train_on_samples
 
 pytestmark = pytest.mark.model
 

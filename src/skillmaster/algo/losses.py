@@ -114,10 +114,14 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
 
 
 # --------------------------------------------------------------------------- entropy
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) over the last axis: logsumexp(z) − Σ softmax(z)·z. (..., V) → (...)."""
-    probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy of a distribution given as log-probabilities over the last axis: −Σ exp(logp)·logp.
+
+    (..., V) → (...). The trainer passes the ``log_softmax(logits / T)`` it already holds for the
+    token log-probs (:func:`skillmaster.train.policy.response_logprobs`), so no second softmax over
+    the vocabulary is spent; fp32 there.
+    """
+    return -(logp.exp() * logp).sum(-1)
 
 
 # --------------------------------------------------------------------------- clipped policy loss

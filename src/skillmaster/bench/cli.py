@@ -17,6 +17,10 @@ bench_app = typer.Typer(
 
 QuickOpt = Annotated[bool, typer.Option("--quick", help="A short run (seconds), as the tests use.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ModelDirOpt = Annotated[
+    Path | None, typer.Option("--model-dir", help="Prepared base model (default models/base).")
+]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).")]
 
 
 @bench_app.command("env")
@@ -39,12 +43,8 @@ def bench_env(
 def bench_train_cmd(
     quick: QuickOpt = False,
     json_: JsonOpt = False,
-    model_dir: Annotated[
-        Path | None, typer.Option("--model-dir", help="Prepared base model (default models/base).")
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).")
-    ] = None,
+    model_dir: ModelDirOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """DualAdv-GRPO update tokens/s and peak memory against its bare parts, and the padding share."""
     from skillmaster.bench.train import bench_train, format_train_report
@@ -57,12 +57,8 @@ def bench_train_cmd(
 def bench_rollout_cmd(
     quick: QuickOpt = False,
     json_: JsonOpt = False,
-    model_dir: Annotated[
-        Path | None, typer.Option("--model-dir", help="Prepared base model (default models/base).")
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).")
-    ] = None,
+    model_dir: ModelDirOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Batched collector steps/s vs a naive loop, Policy.generate vs bare generate, prefill saved."""
     from skillmaster.bench.rollout import bench_rollout, format_rollout_report
@@ -75,9 +71,7 @@ def bench_rollout_cmd(
 def bench_orchestration_cmd(
     quick: QuickOpt = False,
     json_: JsonOpt = False,
-    model_dir: Annotated[
-        Path | None, typer.Option("--model-dir", help="Prepared base model (default models/base).")
-    ] = None,
+    model_dir: ModelDirOpt = None,
 ) -> None:
     """Time Prefect, DVC and MLflow add to an iteration, against the same stages run bare."""
     from skillmaster.bench.orchestration import format_orchestration_report, run_orchestration_bench

@@ -27,14 +27,20 @@ the engine's workers) are reported beside them.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import statistics
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skillmaster.bench.baselines import (
+    clock,
+    measure_hf_generation,
+    measure_stop_check,
+    measure_vllm_generation,
+    naive_loop,
+    ratio,
+    since,
+)
 from skillmaster.bench.env import bench_tasks
 
 TARGETS = {"vllm_over_hf": 2.5, "vllm_over_naive": 3.0, "vllm_generation_ratio": 1.25}
@@ -43,39 +49,6 @@ SIZES: dict[str, dict[str, int]] = {
     "full": {"tasks": 8, "group_size": 2, "max_steps": 5, "max_new_tokens": 48, "rounds": 3},
 }
 SEED_BANK = "src/skillmaster/resources/seed_bank_alfworld_small.json"
-
-STOP = "</action>"
-
-
-@dataclass
-class _NaiveState:
-    """What :func:`~skillmaster.rollout.collector.render_step_prompt` reads of an episode."""
-
-    obs: str
-    info: dict
-    skills_block: str | None
-    history: list[tuple[str, str]] = field(default_factory=list)
-
-
-def clock() -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process and its live children: the pool's workers).
-
-    CPU time is the cross-check on a shared machine: other processes' load stretches wall time
-    but leaves the work done (CPU seconds) nearly unchanged, with one torch thread (see module doc).
-    """
-    import psutil
-
-    me = psutil.Process()
-    cpu = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            cpu += sum(child.cpu_times()[:2])
-    return time.perf_counter(), cpu
-
-
-def since(start: tuple[float, float]) -> tuple[float, float]:
-    now = clock()
-    return now[0] - start[0], now[1] - start[1]
 
 
 # --------------------------------------------------------------------------- set-up
@@ -111,211 +84,11 @@ def _settings(size: dict[str, int]):
     )
 
 
-# --------------------------------------------------------------------------- (a) naive loop
-def _bare_generate(
-    model, tokenizer, id_lists: list[list[int]], max_new_tokens: int
-) -> list[tuple[str, bool]]:
-    """Plain HF greedy ``generate`` on a left-padded batch: per row, the reply cut after
-    :data:`STOP` and whether it ran out of tokens before :data:`STOP` or EOS.
-
-    ``input_ids``/``attention_mask``: (batch, longest prompt); the output's new part:
-    (batch, ≤ max_new_tokens).
-    """
-    import torch
-
-    width = max(len(ids) for ids in id_lists)
-    input_ids = torch.full((len(id_lists), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for row, ids in enumerate(id_lists):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        mask[row, width - len(ids) :] = 1
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            stop_strings=[STOP],
-            tokenizer=tokenizer,
-        )
-    new = out[:, width:]
-    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-    ended = (new == tokenizer.eos_token_id).any(dim=1).tolist()
-    return [
-        (t[: t.index(STOP) + len(STOP)], False) if STOP in t else (t, not eos)
-        for t, eos in zip(texts, ended, strict=True)
-    ]
-
-
-def naive_loop(model, tokenizer, env, episodes, settings, bank, retriever) -> dict[str, Any]:
-    """One episode at a time, one un-batched generate per step on the full prompt, one in-process
-    environment; skills retrieved from ``bank`` like the collector does. Returns env steps, wall
-    and CPU seconds, prompt tokens and the actions taken per (traj, step)."""
-    from tqdm.auto import tqdm
-
-    from skillmaster.agent.parsing import parse_action
-    from skillmaster.agent.tokens import encode_prompt
-    from skillmaster.rollout.collector import render_step_prompt
-    from skillmaster.skills.retrieval import render_skill_block
-
-    actions: dict[tuple[str, int], str] = {}
-    env_steps = prompt_tokens = 0
-    generate_s = 0.0
-    started = clock()
-    for ep in tqdm(episodes, desc="naive loop", unit="ep", dynamic_ncols=True):
-        obs, info = env.reset(options={"task_id": ep.task.task_id, "split": ep.task.split})
-        block, _ = render_skill_block(retriever(bank, info.get("task_text", ""), ep.task.category))
-        state = _NaiveState(obs=obs, info=info, skills_block=block)
-        for step in range(settings.max_steps):
-            text, prefix_chars = render_step_prompt(tokenizer, state, step, settings)
-            prefix, suffix = encode_prompt(tokenizer, text, prefix_chars)
-            prompt_tokens += len(prefix) + len(suffix)
-            t0 = time.perf_counter()
-            reply, truncated = _bare_generate(model, tokenizer, [prefix + suffix], settings.max_new_tokens)[0]
-            generate_s += time.perf_counter() - t0
-            parsed = parse_action(reply, state.info.get("admissible_actions", []), truncated=truncated)
-            action = parsed.action or reply.strip()[:200]
-            actions[(ep.traj_id, step)] = action
-            obs, _, terminated, truncated_env, info = env.step(action)
-            env_steps += 1
-            state.history.append((action, obs))
-            state.obs, state.info = obs, info
-            if terminated or truncated_env or info.get("won"):
-                break
-    wall, cpu = since(started)
-    return {
-        "env_steps": env_steps,
-        "seconds": wall,
-        "cpu_seconds": cpu,
-        "generate_seconds": generate_s,
-        "prompt_tokens": prompt_tokens,
-        "actions": actions,
-    }
-
-
-# --------------------------------------------------------------------------- (b) generation
-def _time_rounds(runs: dict, rounds: int) -> tuple[dict[str, float], dict[str, list]]:
-    """Median wall seconds of each run (alternating order per round) and the last outputs."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    outputs: dict[str, list] = {}
-    order = list(runs)
-    for k in range(rounds):
-        for name in order if k % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            outputs[name] = runs[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}, outputs
-
-
-def measure_vllm_generation(policy, prompts: list[tuple[str, int]], max_new_tokens: int, rounds: int) -> dict:
-    """The project's vLLM path against bare ``LLM.generate`` on the same ids and sampling settings."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-
-    from skillmaster.agent.tokens import encode_prompt
-
-    tok = policy.tokenizer
-    ids = [p + s for p, s in (encode_prompt(tok, text, n) for text, n in prompts)]
-    params = SamplingParams(
-        temperature=0.0, max_tokens=max_new_tokens, stop=[STOP], include_stop_str_in_output=True
-    )
-
-    def bare() -> list[str]:
-        outs = policy.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=False)
-        return [o.outputs[0].text for o in outs]
-
-    def project() -> list[str]:
-        gens = policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop=STOP)
-        return [g.text for g in gens]
-
-    policy.clear_cache()
-    bare()  # both sides then find the prompts' prefixes cached, as in a rollout
-    sec, out = _time_rounds({"bare": bare, "project": project}, rounds)
-    return {
-        "project_s": round(sec["project"], 3),
-        "bare_s": round(sec["bare"], 3),
-        "ratio": _ratio(sec["project"], sec["bare"]),
-        "identical_outputs": out["project"] == out["bare"],
-        "prompts": len(prompts),
-        "baseline": "bare vllm.LLM.generate: the same token ids, greedy, same max_tokens and stop string",
-    }
-
-
-def measure_hf_generation(policy, prompts: list[tuple[str, int]], max_new_tokens: int, rounds: int) -> dict:
-    """The transformers engine (prefix store emptied first) against a bare ``model.generate``."""
-    from skillmaster.agent.tokens import encode_prompt
-
-    tok, model = policy.tokenizer, policy.model
-    ids = [p + s for p, s in (encode_prompt(tok, text, n) for text, n in prompts)]
-    size = policy.max_batch_size or len(ids)
-
-    def bare() -> list[str]:
-        out = []
-        for start in range(0, len(ids), size):
-            out += [t for t, _ in _bare_generate(model, tok, ids[start : start + size], max_new_tokens)]
-        return out
-
-    def project() -> list[str]:
-        policy.clear_cache()
-        gens = policy.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop=STOP)
-        return [g.text for g in gens]
-
-    sec, out = _time_rounds({"bare": bare, "project": project}, rounds)
-    return {
-        "project_s": round(sec["project"], 3),
-        "bare_s": round(sec["bare"], 3),
-        "ratio": _ratio(sec["project"], sec["bare"]),
-        "identical_outputs": out["project"] == out["bare"],
-        "prompts": len(prompts),
-        "baseline": "bare transformers model.generate: left-padded batches of the same token ids, greedy, "
-        "same max_new_tokens and stop string, no prefix cache",
-    }
-
-
-def measure_stop_check(tokenizer, batch: int = 16, prompt_len: int = 600, steps: int = 48) -> dict[str, Any]:
-    """The stop-string check alone, per decode step, on random ids (no model): the policy's
-    :class:`TailStop` vs transformers' ``StopStringCriteria`` (what ``generate(stop_strings=...)``
-    builds on every call)."""
-    import torch
-    from transformers import StopStringCriteria
-
-    from skillmaster.agent.policy import TailStop
-
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 40000, (batch, prompt_len + steps), generator=gen)
-    scores = torch.zeros(batch, 1)
-    t = time.perf_counter()
-    hf = StopStringCriteria(tokenizer, [STOP])
-    build_s = time.perf_counter() - t
-    tail = TailStop(tokenizer, STOP, prompt_len=prompt_len)
-    out = {}
-    for name, crit in (("stop_strings", hf), ("tail_stop", tail)):
-        t = time.perf_counter()
-        for n in range(1, steps + 1):
-            crit(ids[:, : prompt_len + n], scores)
-        out[name] = (time.perf_counter() - t) / steps * 1000
-    return {
-        "batch": batch,
-        "steps": steps,
-        "tail_stop_ms_per_step": round(out["tail_stop"], 3),
-        "stop_strings_ms_per_step": round(out["stop_strings"], 3),
-        "stop_strings_build_s": round(build_s, 3),
-        "ratio": _ratio(out["tail_stop"], out["stop_strings"]),
-        "baseline": "transformers StopStringCriteria (generate(stop_strings=...)), built once per call",
-    }
-
-
 # --------------------------------------------------------------------------- the benchmark
 def _seed_bank_path() -> Path:
     import skillmaster
 
     return Path(skillmaster.__file__).parent / "resources" / Path(SEED_BANK).name
-
-
-def _ratio(a: float, b: float) -> float:
-    return round(a / b, 4) if b else float("inf")
 
 
 def render_block(bank, retriever, category: str) -> str:
@@ -372,25 +145,52 @@ def _side_report(side: _Side, naive: dict) -> dict:
     }
 
 
-def bench_rollout(
-    quick: bool = False, model_dir: Path | None = None, threads: int | None = None
-) -> dict[str, Any]:
-    """Run (a), (b) and (c) of the module doc in this process; the figures and ratios as a dict.
+@dataclass
+class _Bench:
+    """The benchmark's fixed inputs: sizes, model, games, settings, skills and the episodes to play."""
 
-    ``threads`` sets torch's CPU threads for the transformers sides (None: torch's default).
-    """
+    quick: bool
+    size: dict[str, int]
+    model_dir: Path
+    model_cfg: Any
+    dtype: str
+    suite: Any
+    tasks: list
+    warm: dict[str, str]
+    """reset options of the spare task every environment starts on (engines warm)."""
+    settings: Any
+    bank: Any
+    retriever: Any
+    episodes: list
+    workers: int
+
+
+@dataclass
+class _Measured:
+    """What (a), (b) and (c) measured."""
+
+    naive: dict
+    hf: _Side
+    vllm: _Side
+    hf_generation: dict
+    vllm_generation: dict
+    vllm_start_s: float
+    load: float | None
+    stop_check: dict
+    skill_block_tokens: int
+
+
+def _set_up(quick: bool, model_dir: Path | None, threads: int | None) -> _Bench:
+    """Sizes, the prepared model, ALFWorld tasks spread over families, the seed bank and the episodes."""
     import torch
 
-    from skillmaster.agent.policy import Policy
-    from skillmaster.agent.vllm_engine import VllmPolicy
-    from skillmaster.config import ModelConfig, RolloutConfig, SkillsConfig, VllmConfig
-    from skillmaster.envs.pool import EnvPool
+    from skillmaster.config import ModelConfig, RolloutConfig, SkillsConfig
     from skillmaster.modeling import ensure_model_dir, resolve_dtype
     from skillmaster.paths import Paths
     from skillmaster.rollout.collector import EpisodeSpec
     from skillmaster.runtime import configure_environment, project_root
-    from skillmaster.skills.bank import load_bank
     from skillmaster.skills.retrieval import make_retriever
+    from skillmaster.skills.store import load_bank
 
     configure_environment()
     if threads:
@@ -400,87 +200,141 @@ def bench_rollout(
     model_cfg = ModelConfig(device="cpu", num_threads=threads)
     dtype = str(resolve_dtype(model_cfg, "cpu", model_dir)).removeprefix("torch.")
     suite, tasks, spare = _suite_and_tasks(size["max_steps"], size["tasks"])
-    settings = _settings(size)
     bank = load_bank(_seed_bank_path())
-    retriever = make_retriever(SkillsConfig(retrieval="template"))
     episodes = [
         EpisodeSpec(f"bench-{g:02d}-{m:02d}", task, g, 0, bank=bank)
         for g, task in enumerate(tasks)
         for m in range(size["group_size"])
     ]
-    hf = Policy.load(model_dir, model_cfg, prefix_reuse=True, max_batch_size=RolloutConfig().max_batch_size)
+    return _Bench(
+        quick=quick,
+        size=size,
+        model_dir=model_dir,
+        model_cfg=model_cfg,
+        dtype=dtype,
+        suite=suite,
+        tasks=tasks,
+        warm={"task_id": spare.task_id, "split": spare.split},
+        settings=_settings(size),
+        bank=bank,
+        retriever=make_retriever(SkillsConfig(retrieval="template")),
+        episodes=episodes,
+        workers=max(1, min(RolloutConfig().num_workers, len(episodes))),
+    )
+
+
+def _measure(b: _Bench) -> _Measured:
+    """(a) the naive loop's first half, the transformers engine's collection and (b) its generation,
+    the same on vLLM, then the naive loop's second half; (c) is read from the engines' counters."""
+    from skillmaster.agent.policy import Policy
+    from skillmaster.agent.vllm_engine import VllmPolicy
+    from skillmaster.config import RolloutConfig, VllmConfig
+    from skillmaster.envs.pool import EnvPool
+
+    hf = Policy.load(
+        b.model_dir, b.model_cfg, prefix_reuse=True, max_batch_size=RolloutConfig().max_batch_size
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    warm = {"task_id": spare.task_id, "split": spare.split}
     hf.generate([("Hello", 0)], max_new_tokens=2, temperature=0.0, stop=None)  # kernels warm
 
-    workers = max(1, min(RolloutConfig().num_workers, len(episodes)))
-    env = suite.make_env()  # the naive loop's
+    settings, rounds, episodes = b.settings, b.size["rounds"], b.episodes
+    env = b.suite.make_env()  # the naive loop's
     half = len(episodes) // 2
-    with EnvPool(suite, num_envs=len(episodes), num_workers=workers) as pool:
-        pool.reset_many([(i, warm) for i in range(workers)])  # every worker's engine started
-        env.reset(options=warm)
-        naive = naive_loop(hf.model, hf.tokenizer, env, episodes[:half], settings, bank, retriever)
-        hf_side = _collect(hf, pool, episodes, settings, retriever, "transformers engine")
-        hf_gen = measure_hf_generation(hf, hf_side.prompts, settings.max_new_tokens, size["rounds"])
-        with VllmPolicy.load(model_dir, model_cfg, VllmConfig()) as vllm:
+
+    def naive(part: list) -> dict:
+        return naive_loop(hf.model, hf.tokenizer, env, part, settings, b.bank, b.retriever)
+
+    with EnvPool(b.suite, num_envs=len(episodes), num_workers=b.workers) as pool:
+        pool.reset_many([(i, b.warm) for i in range(b.workers)])  # every worker's engine started
+        env.reset(options=b.warm)
+        first = naive(episodes[:half])
+        hf_side = _collect(hf, pool, episodes, settings, b.retriever, "transformers engine")
+        hf_gen = measure_hf_generation(hf, hf_side.prompts, settings.max_new_tokens, rounds)
+        with VllmPolicy.load(b.model_dir, b.model_cfg, VllmConfig()) as vllm:
             vllm.generate([("Hello", 0)], max_new_tokens=2, temperature=0.0, stop=None)
-            v_side = _collect(vllm, pool, episodes, settings, retriever, "vLLM engine")
-            v_gen = measure_vllm_generation(vllm, v_side.prompts, settings.max_new_tokens, size["rounds"])
+            v_side = _collect(vllm, pool, episodes, settings, b.retriever, "vLLM engine")
+            v_gen = measure_vllm_generation(vllm, v_side.prompts, settings.max_new_tokens, rounds)
             start_s = vllm.stats.engine_start_seconds
-        rest = naive_loop(hf.model, hf.tokenizer, env, episodes[half:], settings, bank, retriever)
+        rest = naive(episodes[half:])
     env.close()
-    naive = {k: v | rest[k] if isinstance(v, dict) else v + rest[k] for k, v in naive.items()}
+    block = render_block(b.bank, b.retriever, b.tasks[0].category)
+    return _Measured(
+        naive={k: v | rest[k] if isinstance(v, dict) else v + rest[k] for k, v in first.items()},
+        hf=hf_side,
+        vllm=v_side,
+        hf_generation=hf_gen,
+        vllm_generation=v_gen,
+        vllm_start_s=start_s,
+        load=load,
+        stop_check=measure_stop_check(hf.tokenizer),
+        skill_block_tokens=len(hf.tokenizer(block, add_special_tokens=False).input_ids),
+    )
+
+
+def _steps_report(m: _Measured) -> dict:
+    """(a): steps/s of each side and their ratios."""
+    naive = m.naive
     naive_rate = naive["env_steps"] / naive["seconds"]
-    v_rate, hf_rate = v_side.env_steps / v_side.seconds, hf_side.env_steps / hf_side.seconds
-    vs, hs = v_side.stats, hf_side.stats
+    v_rate, hf_rate = m.vllm.env_steps / m.vllm.seconds, m.hf.env_steps / m.hf.seconds
+    return {
+        "vllm": _side_report(m.vllm, naive),
+        "hf": _side_report(m.hf, naive),
+        "naive": {
+            "steps_per_s": round(naive_rate, 3),
+            "env_steps": naive["env_steps"],
+            "seconds": round(naive["seconds"], 2),
+            "cpu_seconds": round(naive["cpu_seconds"], 2),
+            "generate_share": round(naive["generate_seconds"] / naive["seconds"], 3),
+        },
+        "vllm_over_hf": ratio(v_rate, hf_rate),
+        "vllm_over_naive": ratio(v_rate, naive_rate),
+        "hf_over_naive": ratio(hf_rate, naive_rate),
+        "baseline": "naive loop: one episode at a time, one un-batched transformers model.generate per "
+        "step on the full prompt (no prefix reuse), one in-process environment; the transformers "
+        "engine: the same collector, batched, with its prefix KV store",
+    }
+
+
+def _prefix_report(m: _Measured) -> dict:
+    """(c): prompt tokens served from vLLM's prefix cache and saved by the transformers prefix store."""
+    vs, hs = m.vllm.stats, m.hf.stats
+    return {
+        "vllm_hit_rate": vs["prefix_cache_hit_rate"],
+        "vllm_prompt_tokens": vs["prompt_tokens"],
+        "vllm_prefilled_tokens": vs["prefilled_tokens"],
+        "hf_prefill_saved": hs["prefix_cache_hit_rate"],
+        "hf_prompt_tokens": hs["prompt_tokens"],
+        "baseline": "every prompt token prefilled (no prefix cache)",
+    }
+
+
+def _report(b: _Bench, m: _Measured) -> dict[str, Any]:
+    """The JSON report: the run's set-up, (a), (b), (c), the stop check, targets and pass marks."""
+    import torch
+
     report: dict[str, Any] = {
         "benchmark": "rollout",
-        "quick": quick,
+        "quick": b.quick,
         "device": "cpu",
-        "dtype": dtype,
+        "dtype": b.dtype,
         "torch_threads": torch.get_num_threads(),
         "vllm_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
-        "load_avg_1m_at_start": round(load, 2) if load is not None else None,
-        "split": tasks[0].split,
-        "tasks": len(tasks),
-        "group_size": size["group_size"],
-        "episodes": len(episodes),
-        "max_steps": settings.max_steps,
-        "max_new_tokens": settings.max_new_tokens,
+        "load_avg_1m_at_start": round(m.load, 2) if m.load is not None else None,
+        "split": b.tasks[0].split,
+        "tasks": len(b.tasks),
+        "group_size": b.size["group_size"],
+        "episodes": len(b.episodes),
+        "max_steps": b.settings.max_steps,
+        "max_new_tokens": b.settings.max_new_tokens,
         "decoding": "greedy",
-        "env_workers": workers,
+        "env_workers": b.workers,
         "seed_bank": SEED_BANK,
-        "steps_per_s": {
-            "vllm": _side_report(v_side, naive),
-            "hf": _side_report(hf_side, naive),
-            "naive": {
-                "steps_per_s": round(naive_rate, 3),
-                "env_steps": naive["env_steps"],
-                "seconds": round(naive["seconds"], 2),
-                "cpu_seconds": round(naive["cpu_seconds"], 2),
-                "generate_share": round(naive["generate_seconds"] / naive["seconds"], 3),
-            },
-            "vllm_over_hf": _ratio(v_rate, hf_rate),
-            "vllm_over_naive": _ratio(v_rate, naive_rate),
-            "hf_over_naive": _ratio(hf_rate, naive_rate),
-            "baseline": "naive loop: one episode at a time, one un-batched transformers model.generate per "
-            "step on the full prompt (no prefix reuse), one in-process environment; the transformers "
-            "engine: the same collector, batched, with its prefix KV store",
-        },
-        "engine_start_s": {"vllm": round(start_s, 2)},
-        "generation": {"vllm": v_gen, "hf": hf_gen},
-        "prefix_cache": {
-            "vllm_hit_rate": vs["prefix_cache_hit_rate"],
-            "vllm_prompt_tokens": vs["prompt_tokens"],
-            "vllm_prefilled_tokens": vs["prefilled_tokens"],
-            "hf_prefill_saved": hs["prefix_cache_hit_rate"],
-            "hf_prompt_tokens": hs["prompt_tokens"],
-            "baseline": "every prompt token prefilled (no prefix cache)",
-        },
-        "stop_check": measure_stop_check(hf.tokenizer),
-        "skill_block_tokens": len(
-            hf.tokenizer(render_block(bank, retriever, tasks[0].category), add_special_tokens=False).input_ids
-        ),
+        "steps_per_s": _steps_report(m),
+        "engine_start_s": {"vllm": round(m.vllm_start_s, 2)},
+        "generation": {"vllm": m.vllm_generation, "hf": m.hf_generation},
+        "prefix_cache": _prefix_report(m),
+        "stop_check": m.stop_check,
+        "skill_block_tokens": m.skill_block_tokens,
         "targets": {
             k: (">= " if k != "vllm_generation_ratio" else "<= ") + str(v) for k, v in TARGETS.items()
         },
@@ -488,9 +342,20 @@ def bench_rollout(
     report["pass"] = {
         "vllm_over_hf": report["steps_per_s"]["vllm_over_hf"] >= TARGETS["vllm_over_hf"],
         "vllm_over_naive": report["steps_per_s"]["vllm_over_naive"] >= TARGETS["vllm_over_naive"],
-        "vllm_generation_ratio": v_gen["ratio"] <= TARGETS["vllm_generation_ratio"],
+        "vllm_generation_ratio": m.vllm_generation["ratio"] <= TARGETS["vllm_generation_ratio"],
     }
     return report
+
+
+def bench_rollout(
+    quick: bool = False, model_dir: Path | None = None, threads: int | None = None
+) -> dict[str, Any]:
+    """Run (a), (b) and (c) of the module doc in this process; the figures and ratios as a dict.
+
+    ``threads`` sets torch's CPU threads for the transformers sides (None: torch's default).
+    """
+    bench = _set_up(quick, model_dir, threads)
+    return _report(bench, _measure(bench))
 
 
 def format_rollout_report(report: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ Reported: training tokens/s of the full update over the baseline's (median of al
 rounds, in one process), peak RSS of the full update over the policy-only run (each in a fresh
 subprocess, the peak reset after loading so it covers the update alone), and the share of padding
 tokens. Old log-probs: one optimizer step is on-policy, so they are the detached log-probs of the
-same forward; no extra pass is made (see :mod:`skillmaster.train.grpo`).
+same forward; no extra pass is made (see :mod:`skillmaster.train.trainer`).
 """
 
 from __future__ import annotations
@@ -124,8 +124,9 @@ def _setup(quick: bool, model_dir: Path):
 
     from skillmaster.config import Config, ModelConfig
     from skillmaster.modeling import load_tokenizer
-    from skillmaster.train.grpo import TrainSettings, build_run, make_accelerator
+    from skillmaster.train.run import build_run, make_accelerator
     from skillmaster.train.samples import collate, plan_steps
+    from skillmaster.train.settings import TrainSettings
 
     n, p, r, _ = SIZES["quick" if quick else "full"]
     cfg = Config(model=ModelConfig(dtype="float32"))

@@ -1,4 +1,4 @@
-"""The skill bank: schema, pure edits, duplicate detection, diff and the crash-safe store (METHOD.md §2).
+"""The skill bank: schema, ids, duplicate detection and pure edits (METHOD.md §2).
 
 A bank is one JSON document::
 
@@ -11,6 +11,9 @@ The models are frozen (lists are tuples), so a :class:`Bank` is never edited in 
 :func:`apply_edit` returns a new bank. Unknown keys are schema errors (``extra="forbid"``), except
 inside the free-form ``metadata``. The seed banks of ``shared/data/skills/`` and an
 :func:`empty_bank` load as they are.
+
+Reading and writing bank files: :mod:`skillmaster.skills.store`; sizes, stats, diffs and listings:
+:mod:`skillmaster.skills.diff`.
 """
 
 from __future__ import annotations
@@ -18,14 +21,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from skillmaster.errors import DataError
-from skillmaster.io import atomic_write_bytes, atomic_write_text
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GENERAL = "general"
 """Section name of the general skills (also the ``category`` of a general proposal)."""
@@ -172,38 +171,6 @@ def next_dynamic_number(bank: Bank) -> int:
     return n
 
 
-@dataclass(frozen=True)
-class BankSize:
-    """Skill counts by section; ``total`` = general + task-specific + mistakes (|B| of METHOD.md §6)."""
-
-    general: int
-    task_specific: int
-    mistakes: int
-    by_category: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return self.general + self.task_specific + self.mistakes
-
-
-def bank_size(bank: Bank) -> BankSize:
-    by_cat = {c: len(s) for c, s in bank.task_specific_skills.items()}
-    return BankSize(len(bank.general_skills), sum(by_cat.values()), len(bank.common_mistakes), by_cat)
-
-
-def bank_stats(bank: Bank, prefix: str = "bank_") -> dict[str, int]:
-    """Flat metrics for MLflow / DVC: sizes by section and per category."""
-    size = bank_size(bank)
-    out = {
-        f"{prefix}general": size.general,
-        f"{prefix}task_specific": size.task_specific,
-        f"{prefix}mistakes": size.mistakes,
-        f"{prefix}total": size.total,
-    }
-    out.update({f"{prefix}cat_{c}": n for c, n in size.by_category.items()})
-    return out
-
-
 # --------------------------------------------------------------------------- edits
 class Edit(_Frozen):
     """One bank edit decided by a review (METHOD.md §5).
@@ -292,165 +259,3 @@ def apply_edit(bank: Bank, edit: Edit) -> tuple[Bank, str]:
     """``(new_bank, status)``: DESIGN.md's pure bank edit. See :func:`apply_edit_detailed`."""
     res = apply_edit_detailed(bank, edit)
     return res.bank, res.status
-
-
-# --------------------------------------------------------------------------- store
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    parts: list[str] = []
-    for p in first["loc"]:
-        if isinstance(p, int):
-            parts.append(f"[{p}]")
-        else:
-            parts.append(("." if parts else "") + str(p))
-    where = "".join(parts)
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    more = len(err.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {msg}{tail}" if where else f"{msg}{tail}"
-
-
-def parse_bank(data: Any, source: str = "<bank>") -> Bank:
-    """Validate a decoded JSON document as a bank; a :class:`DataError` names the source and fault."""
-    if not isinstance(data, dict):
-        raise DataError(f"{source}: a skill bank must be a JSON object, got {type(data).__name__}")
-    try:
-        return Bank.model_validate(data)
-    except ValidationError as err:
-        raise DataError(f"{source}: not a valid skill bank: {_describe(err)}") from None
-    except RecursionError:
-        raise DataError(f"{source}: not a valid skill bank: nested too deeply") from None
-
-
-def load_bank(path: str | Path) -> Bank:
-    """Read and validate a bank file. Missing, non-JSON or schema-invalid files raise a
-    :class:`DataError` naming the file and the fault; the file is left untouched."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: skill bank not found (check the path, or run the stage that writes it)")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: skill bank is not valid JSON ({exc}); fix or remove the file") from None
-    except RecursionError:
-        raise DataError(
-            f"{path}: skill bank is nested too deeply to be a bank; fix or remove the file"
-        ) from None
-    return parse_bank(data, str(path))
-
-
-def prev_path(path: str | Path) -> Path:
-    """Where :func:`save_bank` keeps the version it replaced: ``iter_001.json`` → ``iter_001.prev.json``."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.prev{path.suffix or '.json'}")
-
-
-def save_bank(bank: Bank, path: str | Path) -> Path:
-    """Write ``bank`` atomically (temp file + rename), keeping the replaced version at :func:`prev_path`.
-
-    The bank is re-validated first. An existing file that is not a valid bank is never
-    overwritten: a :class:`DataError` asks the user to fix or move it.
-    """
-    path = Path(path)
-    text = parse_bank(json.loads(bank.to_json()), str(path)).to_json()  # round-trip check
-    if path.exists():
-        try:
-            load_bank(path)
-        except DataError as err:
-            raise DataError(
-                f"{err}; refusing to overwrite it (move it away to save a new bank there)"
-            ) from None
-        old = path.read_bytes()
-        if old.decode("utf-8") == text:
-            return path
-        atomic_write_bytes(prev_path(path), old)
-    return atomic_write_text(path, text)
-
-
-# --------------------------------------------------------------------------- diff
-@dataclass(frozen=True)
-class Change:
-    """One entry of a bank diff. ``before``/``after``: the item's fields (None when absent)."""
-
-    kind: Literal["added", "updated", "removed"]
-    item_id: str
-    section: str
-    before: dict[str, str] | None = None
-    after: dict[str, str] | None = None
-
-
-def _index(bank: Bank) -> dict[str, tuple[str, dict[str, str]]]:
-    out = {s.skill_id: (sec, s.model_dump()) for sec, s in iter_skills(bank)}
-    out.update({m.mistake_id: ("mistakes", m.model_dump()) for m in bank.common_mistakes})
-    return out
-
-
-def diff_banks(a: Bank, b: Bank) -> list[Change]:
-    """Changes from ``a`` to ``b`` matched by id: added, updated (fields or section), removed.
-
-    Order: added and updated in ``b``'s order, then removed in ``a``'s order.
-    """
-    ia, ib = _index(a), _index(b)
-    out: list[Change] = []
-    for i, (sec, item) in ib.items():
-        if i not in ia:
-            out.append(Change("added", i, sec, None, item))
-        elif ia[i] != (sec, item):
-            out.append(Change("updated", i, sec, ia[i][1], item))
-    out += [Change("removed", i, sec, item, None) for i, (sec, item) in ia.items() if i not in ib]
-    return out
-
-
-def format_diff(changes: list[Change], name_a: str = "A", name_b: str = "B") -> str:
-    """A readable changelog: one block per change; updates show each changed field before/after."""
-    if not changes:
-        return f"{name_a} → {name_b}: no changes"
-    counts = {k: sum(c.kind == k for c in changes) for k in ("added", "updated", "removed")}
-    lines = [f"{name_a} → {name_b}: " + ", ".join(f"{n} {k}" for k, n in counts.items())]
-    for c in changes:
-        lines.append("")
-        if c.kind == "updated":
-            assert c.before is not None and c.after is not None
-            lines.append(f"~ updated {c.item_id} [{c.section}]")
-            for key in c.after:
-                if c.before.get(key) != c.after[key]:
-                    lines.append(f"    {key}:")
-                    lines.append(f"      - {c.before.get(key, '')}")
-                    lines.append(f"      + {c.after[key]}")
-        else:
-            item = c.after if c.kind == "added" else c.before
-            assert item is not None
-            mark = "+" if c.kind == "added" else "-"
-            lines.append(f"{mark} {c.kind} {c.item_id} [{c.section}]")
-            lines += [f"    {k}: {v}" for k, v in item.items() if not k.endswith("_id") and v]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- display
-def format_bank(bank: Bank) -> str:
-    """Human-readable listing of a whole bank (``skillmaster skills show``)."""
-    size = bank_size(bank)
-    lines = [
-        f"{size.total} items: {size.general} general, {size.task_specific} task-specific, "
-        f"{size.mistakes} mistakes"
-    ]
-
-    def skill_lines(skills: tuple[Skill, ...]) -> None:
-        for s in skills:
-            lines.append(f"  [{s.skill_id}] {s.title}: {s.principle}")
-            if s.when_to_apply:
-                lines.append(f"      when: {s.when_to_apply}")
-
-    lines.append(f"\nGeneral skills ({size.general})")
-    skill_lines(bank.general_skills)
-    for cat, skills in bank.task_specific_skills.items():
-        lines.append(f"\n{cat} ({len(skills)})")
-        skill_lines(skills)
-    lines.append(f"\nCommon mistakes ({size.mistakes})")
-    for m in bank.common_mistakes:
-        lines.append(f"  [{m.mistake_id}] {m.description}")
-        if m.how_to_avoid:
-            lines.append(f"      instead: {m.how_to_avoid}")
-    return "\n".join(lines)

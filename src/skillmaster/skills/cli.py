@@ -51,7 +51,8 @@ def show(
 ) -> None:
     """Print a skill bank (default: the newest iteration's)."""
     from skillmaster.paths import Paths
-    from skillmaster.skills.bank import format_bank, load_bank
+    from skillmaster.skills.diff import format_bank
+    from skillmaster.skills.store import load_bank
 
     if file is not None and iteration is not None:
         raise typer.BadParameter("give --iteration or --file, not both")
@@ -79,7 +80,8 @@ def diff(
     """Print what changed from bank A to bank B: added, updated (before/after) and removed items."""
     from dataclasses import asdict
 
-    from skillmaster.skills.bank import diff_banks, format_diff, load_bank
+    from skillmaster.skills.diff import diff_banks, format_diff
+    from skillmaster.skills.store import load_bank
 
     pa, pb = resolve_bank(a, root), resolve_bank(b, root)
     changes = diff_banks(load_bank(pa), load_bank(pb))

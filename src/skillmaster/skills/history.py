@@ -50,7 +50,8 @@ def _fields(skill) -> dict[str, str]:
 
 def bank_history(root: Path, committed_only: bool = True, iteration: int | None = None) -> list[HistoryEntry]:
     """Every edit (only committed ones by default) of every iteration found under ``root``."""
-    from skillmaster.skills.bank import Edit, find_skill, load_bank
+    from skillmaster.skills.bank import Edit, find_skill
+    from skillmaster.skills.store import load_bank
     from skillmaster.tables import EDITS, REVIEWS, TRAJECTORIES
 
     paths = Paths(root)

@@ -12,7 +12,8 @@ Parsing (:func:`parse_tool_call`) is tolerant about the wrapping and strict abou
   payload are ignored, and the first complete JSON object in it is taken (trailing text ignored);
 - ``arguments`` may be an object or a JSON string holding one (the OpenAI convention);
 - the tool name must match exactly (after stripping spaces); arguments are checked by name, type
-  and non-emptiness; anything else is ``invalid_arguments``.
+  and non-emptiness against the tool's pydantic model (:data:`TOOLS`); anything else is
+  ``invalid_arguments``.
 
 It never raises. More than one tool call: the first is used, and the informational flag
 ``multiple_tool_calls`` (no penalty: METHOD.md §5 has none) is set.
@@ -25,7 +26,19 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from skillmaster.config import ShapingConfig
 from skillmaster.skills.bank import GENERAL, Bank, Edit, apply_edit_detailed, find_skill
@@ -46,44 +59,134 @@ EDIT_STATUSES = ("added", "updated")
 VALID_STATUSES = ("added", "updated", "kept", "duplicate", "not_found")
 """Statuses that earn the valid-call bonus (released code: not_found and duplicate count as valid)."""
 
-# --------------------------------------------------------------------------- tool definitions
-TOOL_ARGS: dict[str, tuple[str, ...]] = {
-    "propose_skill": ("category", "title", "principle", "when_to_apply", "evidence"),
-    "update_skill": ("skill_id", "title", "principle", "when_to_apply", "reason"),
-    "keep_skill": ("reason",),
-}
-"""Tool name → its arguments; all are required non-empty strings."""
 
-_ARG_DOC = {
-    "category": 'The task\'s skill category, or "general" for a lesson that spans task types.',
-    "title": "Short canonical name of the skill.",
-    "principle": "The reusable rule, one or two sentences.",
-    "when_to_apply": "The situation in which the rule applies.",
-    "evidence": "What in this episode shows the lesson is missing.",
-    "skill_id": "Id or exact title of a shown skill.",
-    "reason": "Why, based on this episode.",
+# --------------------------------------------------------------------------- tool arguments (METHOD.md §5 table)
+def _non_blank(value: str) -> str:
+    text = value.strip()
+    if not text:
+        raise PydanticCustomError("blank", "must be a non-empty string")
+    return text
+
+
+Text = Annotated[str, Strict(), AfterValidator(_non_blank)]
+"""A tool argument: a non-empty JSON string (nothing is coerced), stored stripped."""
+Category = Annotated[
+    Text, Field(description='The task\'s skill category, or "general" for a lesson that spans task types.')
+]
+SkillRef = Annotated[Text, Field(description="Id or exact title of a shown skill.")]
+Title = Annotated[Text, Field(description="Short canonical name of the skill.")]
+Principle = Annotated[Text, Field(description="The reusable rule, one or two sentences.")]
+WhenToApply = Annotated[Text, Field(description="The situation in which the rule applies.")]
+Evidence = Annotated[Text, Field(description="What in this episode shows the lesson is missing.")]
+Reason = Annotated[Text, Field(description="Why, based on this episode.")]
+
+
+class ToolArguments(BaseModel):
+    """The arguments of one review tool: every one required, a non-empty string; no other names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    description: ClassVar[str]
+    """What the tool does (its JSON schema's description)."""
+
+
+class ProposeSkill(ToolArguments):
+    """``propose_skill``. Validate with ``context={"category": <the task's category>}``: the
+    proposal's category must be that one or ``"general"`` (without a context only the form is checked)."""
+
+    description: ClassVar[str] = "Add a new reusable skill to the skill bank."
+    category: Category
+    title: Title
+    principle: Principle
+    when_to_apply: WhenToApply
+    evidence: Evidence
+
+    @field_validator("category")
+    @classmethod
+    def _own_category_or_general(cls, value: str, info: ValidationInfo) -> str:
+        own = (info.context or {}).get("category")
+        if own is not None and value not in (own, GENERAL):
+            raise PydanticCustomError(
+                "wrong_category",
+                "category must be {own} or 'general' (got {got})",
+                {"own": repr(own), "got": repr(value)},
+            )
+        return value
+
+
+class UpdateSkill(ToolArguments):
+    """``update_skill``: ``skill_id`` names a shown skill by id or exact title (resolved against the bank)."""
+
+    description: ClassVar[str] = "Revise a shown skill (its title, principle and when_to_apply are replaced)."
+    skill_id: SkillRef
+    title: Title
+    principle: Principle
+    when_to_apply: WhenToApply
+    reason: Reason
+
+
+class KeepSkill(ToolArguments):
+    """``keep_skill``."""
+
+    description: ClassVar[str] = (
+        "Leave the skill bank unchanged: the shown skills already cover this episode."
+    )
+    reason: Reason
+
+
+TOOLS: dict[str, type[ToolArguments]] = {
+    "propose_skill": ProposeSkill,
+    "update_skill": UpdateSkill,
+    "keep_skill": KeepSkill,
 }
-_TOOL_DOC = {
-    "propose_skill": "Add a new reusable skill to the skill bank.",
-    "update_skill": "Revise a shown skill (its title, principle and when_to_apply are replaced).",
-    "keep_skill": "Leave the skill bank unchanged: the shown skills already cover this episode.",
-}
+"""Tool name → the model of its arguments."""
+TOOL_ARGS: dict[str, tuple[str, ...]] = {name: tuple(model.model_fields) for name, model in TOOLS.items()}
+"""Tool name → its arguments; all are required non-empty strings."""
 TOOL_SCHEMAS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
             "name": name,
-            "description": _TOOL_DOC[name],
+            "description": model.description,
             "parameters": {
                 "type": "object",
-                "properties": {a: {"type": "string", "description": _ARG_DOC[a]} for a in args},
-                "required": list(args),
+                "properties": {
+                    a: {"type": "string", "description": f.description} for a, f in model.model_fields.items()
+                },
+                "required": list(model.model_fields),
             },
         },
     }
-    for name, args in TOOL_ARGS.items()
+    for name, model in TOOLS.items()
 ]
 """JSON schemas of the tools, for chat templates that take ``tools=`` (e.g. Qwen)."""
+
+
+def validate_arguments(name: str, args: Mapping[str, Any], category: str) -> tuple[ToolArguments | None, str]:
+    """``(arguments, "")`` when ``args`` fit tool ``name`` exactly, else ``(None, reason)`` (→ ``invalid_arguments``).
+
+    The reason names the first kind of fault: unknown or missing names, then values that are not
+    non-empty strings, then a proposal's category that is neither ``category`` (the task's) nor
+    ``"general"``.
+    """
+    try:
+        return TOOLS[name].model_validate(args, context={"category": category}), ""
+    except ValidationError as err:
+        return None, _problem(TOOL_ARGS[name], err)
+
+
+def _problem(want: tuple[str, ...], err: ValidationError) -> str:
+    errors = err.errors(include_url=False, include_context=False, include_input=False)
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    missing = [k for k in want if any(e["type"] == "missing" and e["loc"] == (k,) for e in errors)]
+    if unknown or missing:
+        return "; ".join(
+            p for p in (f"unknown {unknown}" if unknown else "", f"missing {missing}" if missing else "") if p
+        )
+    bad = [k for k in want if any(e["type"] != "wrong_category" and e["loc"] == (k,) for e in errors)]
+    if bad:
+        return f"not non-empty strings: {bad}"
+    return errors[0]["msg"]
+
 
 # --------------------------------------------------------------------------- parsing
 _TAG_OPEN = re.compile(r"<tool_call>", re.IGNORECASE)
@@ -184,27 +287,6 @@ def _parse(text: str) -> ParsedCall:
     if not isinstance(args, dict):
         return ParsedCall(name.strip(), None, "arguments are not a JSON object", tagged, n_calls)
     return ParsedCall(name.strip(), args, "", tagged, n_calls)
-
-
-def check_arguments(name: str, args: Mapping[str, Any], category: str) -> str:
-    """Empty string when ``args`` fit tool ``name`` exactly; otherwise the reason (→ ``invalid_arguments``).
-
-    Every argument is required, must be a non-empty string, and no other names are allowed. A
-    proposal's category must be the task's own ``category`` or ``"general"``.
-    """
-    want = TOOL_ARGS[name]
-    unknown = sorted(k for k in args if k not in want)
-    missing = [k for k in want if k not in args]
-    if unknown or missing:
-        return "; ".join(
-            p for p in (f"unknown {unknown}" if unknown else "", f"missing {missing}" if missing else "") if p
-        )
-    bad = [k for k in want if not isinstance(args[k], str) or not args[k].strip()]
-    if bad:
-        return f"not non-empty strings: {bad}"
-    if name == "propose_skill" and args["category"].strip() not in (category, GENERAL):
-        return f"category must be {category!r} or 'general' (got {args['category'].strip()!r})"
-    return ""
 
 
 # --------------------------------------------------------------------------- shaping checks
@@ -345,17 +427,16 @@ def _decide(call: ParsedCall, bank: Bank, category: str) -> _Decision:
         return _Decision("parse_error", call.error or "no tool call")
     if call.name not in TOOL_ARGS:
         return _Decision("unknown_tool", f"unknown tool {call.name[:60]!r}")
-    args = call.arguments
-    problem = check_arguments(call.name, args, category)
-    if problem:
+    args, problem = validate_arguments(call.name, call.arguments, category)
+    if args is None:
         return _Decision("invalid_arguments", problem)
-    if call.name == "keep_skill":
+    if isinstance(args, KeepSkill):
         return _Decision("kept")
-    fields = {k: args[k].strip() for k in ("title", "principle", "when_to_apply")}
-    if call.name == "propose_skill":
-        edit = Edit(kind="propose", category=args["category"].strip(), **fields)
+    fields = {"title": args.title, "principle": args.principle, "when_to_apply": args.when_to_apply}
+    if isinstance(args, ProposeSkill):
+        edit = Edit(kind="propose", category=args.category, **fields)
     else:
-        ref = args["skill_id"].strip()
+        ref = args.skill_id
         hit = find_skill(bank, ref)
         if hit is None:
             return _Decision("not_found", f"no skill with id or title {ref[:60]!r}")

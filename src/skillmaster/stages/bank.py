@@ -18,7 +18,9 @@ CONTRACT = StageContract(
 @register(CONTRACT)
 def bank_init_stage(ctx: StageContext) -> dict:
     """Write the configured seed bank (``skills.seed_bank``), or an empty one with the env's categories."""
-    from skillmaster.skills.bank import bank_stats, empty_bank, load_bank, save_bank
+    from skillmaster.skills.bank import empty_bank
+    from skillmaster.skills.diff import bank_stats
+    from skillmaster.skills.store import load_bank, save_bank
 
     seed = ctx.cfg.skills.seed_bank
     if seed:

@@ -88,7 +88,7 @@ def load_policy(ctx: StageContext, iteration: int):
 # --------------------------------------------------------------------------- banks and tasks
 def load_bank_at(ctx: StageContext, iteration: int):
     """The skill bank in force after ``iteration`` (0 = the starting bank)."""
-    from skillmaster.skills.bank import load_bank
+    from skillmaster.skills.store import load_bank
 
     return load_bank(ctx.paths.bank(iteration))
 

@@ -25,6 +25,7 @@ from skillmaster.errors import DataError
 from skillmaster.io import atomic_dir
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
+from skillmaster.skills.tools import EDIT_STATUSES
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
     check_env_errors,
@@ -38,7 +39,6 @@ from skillmaster.stages.common import (
 from skillmaster.stages.contract import StageContract, section
 from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
-EDIT_STATUSES = ("added", "updated")
 NEUTRAL_SKILL = {
     "title": "Placebo note",
     "principle": "This note is a placebo and gives no advice about the task.",
@@ -209,9 +209,11 @@ CONTRACT = StageContract(
 
 @register(CONTRACT)
 def counterfactual_stage(ctx: StageContext) -> dict:
-    from skillmaster.skills.bank import Edit, bank_size, bank_stats, save_bank
+    from skillmaster.skills.bank import Edit
     from skillmaster.skills.commit import COMMIT_POLICIES, ScoredEdit, commit_edits, commit_stats
+    from skillmaster.skills.diff import bank_size, bank_stats
     from skillmaster.skills.probes import choose_edits
+    from skillmaster.skills.store import save_bank
     from skillmaster.skills.utility import utility
 
     cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual

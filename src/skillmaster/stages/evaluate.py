@@ -137,7 +137,7 @@ def evaluate_checkpoint(
     With ``out``, the episodes (``episodes.parquet``) and metrics (``metrics.json``) land there."""
     from skillmaster.agent.engines import open_policy
     from skillmaster.paths import Paths
-    from skillmaster.skills.bank import load_bank
+    from skillmaster.skills.store import load_bank
     from skillmaster.stages.common import resolve_policy
 
     ctx = StageContext(cfg=cfg, iteration=0, paths=Paths(root), root=root)

@@ -69,7 +69,8 @@ def primary_eval(ctx: StageContext, eval_metrics: dict[str, Any]) -> dict[str, A
 
 
 def iteration_summary(ctx: StageContext, it: int) -> dict[str, Any]:
-    from skillmaster.skills.bank import bank_stats, load_bank
+    from skillmaster.skills.diff import bank_stats
+    from skillmaster.skills.store import load_bank
 
     row: dict[str, Any] = {"iteration": it}
     for stage in STAGE_FILES:
@@ -210,7 +211,8 @@ def report_stage(ctx: StageContext) -> dict:
 def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) -> None:
     """Per-iteration metrics and artifacts into the MLflow parent run."""
     from skillmaster.config import flatten
-    from skillmaster.skills.bank import diff_banks, format_diff, load_bank
+    from skillmaster.skills.diff import diff_banks, format_diff
+    from skillmaster.skills.store import load_bank
 
     tracker, paths = ctx.tracker, ctx.paths
     for s in summary:

@@ -311,8 +311,9 @@ def sft_stage(ctx: StageContext) -> dict:
     from skillmaster.io import read_json, write_json
     from skillmaster.modeling import MANIFEST, load_tokenizer
     from skillmaster.train.checkpoint import export_merged
-    from skillmaster.train.grpo import TrainSettings, train_on_samples
     from skillmaster.train.samples import build_sft_samples
+    from skillmaster.train.settings import TrainSettings
+    from skillmaster.train.trainer import train_on_samples
 
     cfg, paths = ctx.cfg, ctx.paths
     frame = SFT_SAMPLES.read(paths.sft_data)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from skillmaster.algo.losses import entropy_from_logprobs
 from skillmaster.config import LoraConfig, ModelConfig
 from skillmaster.modeling import load_model
 from skillmaster.train.samples import MicroBatch
@@ -116,7 +117,7 @@ def response_logprobs(
     ent = None
     if entropy != "none":
         with torch.no_grad() if entropy == "detached" else contextlib.nullcontext():
-            ent = -(logp_all.exp() * logp_all).sum(-1)
+            ent = entropy_from_logprobs(logp_all)
     return logp, ent
 
 

@@ -20,7 +20,8 @@ import pytest
 
 from skillmaster.envs.webshop.categories import CATEGORIES
 from skillmaster.paths import COMPLETE_MARKER
-from skillmaster.skills.bank import bank_size, load_bank
+from skillmaster.skills.diff import bank_size
+from skillmaster.skills.store import load_bank
 from skillmaster.stages import run_stage
 from skillmaster.stages.common import resolve_policy
 from skillmaster.stages.resources import Resources
