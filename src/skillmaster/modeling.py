@@ -321,3 +321,25 @@ def load_model(model_dir: Path, cfg: ModelConfig, adapter: Path | None = None, t
     if not trainable:
         model.eval()
     return model, tokenizer, device
+
+
+def export_merged(base_model_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
+    """Merge a LoRA adapter into the base weights and write a complete model folder (weights,
+    tokenizer, the base's manifest), atomically with a ``COMPLETE`` marker.
+
+    The SFT stage writes ``models/sft`` so (the RL iterations attach their adapters to it, and the KL
+    reference is the SFT policy, as in verl); engines that serve plain weights (vLLM) serve a merged
+    checkpoint so.
+    """
+    model, tokenizer, _ = load_model(
+        Path(base_model_dir), ModelConfig(dtype="float32", device="cpu"), adapter=Path(adapter_dir)
+    )
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    with atomic_dir(Path(out_dir)) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(
+            tmp / "trainer_state.json", {"merged_from": str(adapter_dir)}
+        )  # as a checkpoint records it
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+    return Path(out_dir)

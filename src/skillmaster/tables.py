@@ -1,4 +1,4 @@
-"""Every table the pipeline writes, declared once (DESIGN.md, "Tables").
+"""Every table the pipeline writes, declared once (docs/ARCHITECTURE.md, "Tables").
 
 Ids tie the tables together: ``iteration``, ``task_id`` (stable across machines), ``group_id``
 (the G rollouts of one task in one iteration share it) and ``traj_id`` (one episode).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from skillmaster.agent.prompts import OUTPUT_FORMAT, apply_chat_template, render_action_prompt
 from skillmaster.agent.tokens import encode_prompt
 from skillmaster.modeling import load_tokenizer
@@ -56,6 +58,7 @@ def test_prefix_is_constant_across_steps_and_skills_can_be_off():
     assert "## Skills" not in off.prefix and "Your task is to:" in off.prefix
 
 
+@pytest.mark.model
 def test_chat_template_split_and_encoding(base_model_dir):
     tok = load_tokenizer(base_model_dir)
     text, prefix_chars = apply_chat_template(tok, _render())

@@ -36,7 +36,7 @@ def merged_weights(base: Path, adapter: Path | None, cache: Path) -> Path:
             digest.update(str((base / name).stat().st_mtime_ns).encode())
     out = cache / digest.hexdigest()[:16]
     if not (out / COMPLETE_MARKER).is_file():
-        from skillmaster.train.checkpoint import export_merged
+        from skillmaster.modeling import export_merged
 
         export_merged(base, adapter, out)
         old = sorted((p for p in cache.iterdir() if p.is_dir() and p != out), key=lambda p: p.stat().st_mtime)

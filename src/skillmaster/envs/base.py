@@ -1,4 +1,4 @@
-"""The environment contract every benchmark implements (DESIGN.md, "Environment").
+"""The environment contract every benchmark implements (docs/ARCHITECTURE.md, "Environment").
 
 A *suite* knows a benchmark's tasks and builds environments; an *environment* plays one task at
 a time with text in and text out:

@@ -1,4 +1,4 @@
-"""Environments in worker processes, stepped in lock-step (DESIGN.md, "Environment").
+"""Environments in worker processes, stepped in lock-step (docs/ARCHITECTURE.md, "Environment").
 
 ``EnvPool(suite, num_envs, num_workers)`` builds ``num_envs`` environments with
 ``suite.make_env()``; environment ``i`` lives in worker ``i % num_workers``. ``reset_many`` and

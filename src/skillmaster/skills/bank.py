@@ -256,6 +256,6 @@ def apply_edit_detailed(bank: Bank, edit: Edit) -> EditResult:
 
 
 def apply_edit(bank: Bank, edit: Edit) -> tuple[Bank, str]:
-    """``(new_bank, status)``: DESIGN.md's pure bank edit. See :func:`apply_edit_detailed`."""
+    """``(new_bank, status)``: the pure bank edit (docs/ARCHITECTURE.md). See :func:`apply_edit_detailed`."""
     res = apply_edit_detailed(bank, edit)
     return res.bank, res.status

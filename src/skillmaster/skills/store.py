@@ -1,4 +1,4 @@
-"""The crash-safe bank store (DESIGN.md, "Skill bank"): load and validate, save atomically.
+"""The crash-safe bank store (docs/ARCHITECTURE.md, "Skill bank"): load and validate, save atomically.
 
 A bank file is one JSON document (:class:`~skillmaster.skills.bank.Bank`). :func:`load_bank`
 validates it and raises a :class:`DataError` naming the file and the first fault;

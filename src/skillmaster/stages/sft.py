@@ -309,8 +309,7 @@ def sft_stage(ctx: StageContext) -> dict:
     import shutil
 
     from skillmaster.io import read_json, write_json
-    from skillmaster.modeling import MANIFEST, load_tokenizer
-    from skillmaster.train.checkpoint import export_merged
+    from skillmaster.modeling import MANIFEST, export_merged, load_tokenizer
     from skillmaster.train.samples import build_sft_samples
     from skillmaster.train.settings import TrainSettings
     from skillmaster.train.trainer import train_on_samples

@@ -1,4 +1,4 @@
-"""Training checkpoints: written atomically, complete only once the marker exists (DESIGN.md, "Models").
+"""Training checkpoints: written atomically, complete only once the marker exists (docs/ARCHITECTURE.md, "Models").
 
 One layout serves both the final checkpoint of a stage (``models/policy/iter_NNN``,
 ``models/sft``) and the resumable ones inside a running stage
@@ -143,19 +143,3 @@ def prune_checkpoints(state_dir: Path, keep: Path) -> None:
         stale_tmp = p.name.startswith(".step_")
         if p != keep and (STEP_DIR.match(p.name) or stale_tmp) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
-
-
-def export_merged(base_model_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
-    """Merge a LoRA adapter into the base weights and write a complete model folder (with tokenizer).
-
-    Handy after LoRA SFT: pass the merged folder as ``base_model_dir`` of the RL iterations, so the
-    KL reference (the base with the adapter disabled) is the SFT policy, as in verl.
-    """
-    from skillmaster.config import ModelConfig
-    from skillmaster.modeling import load_model
-
-    model, tokenizer, _ = load_model(
-        Path(base_model_dir), ModelConfig(dtype="float32", device="cpu"), adapter=Path(adapter_dir)
-    )
-    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    return save_checkpoint(Path(out_dir), merged, {"merged_from": str(adapter_dir)}, tokenizer=tokenizer)

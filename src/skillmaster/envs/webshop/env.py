@@ -1,4 +1,4 @@
-"""The WebShop text environment and its suite (DESIGN.md, "Environment").
+"""The WebShop text environment and its suite (docs/ARCHITECTURE.md, "Environment").
 
 One episode: the search page with the instruction → ``search[...]`` → results (10 a page, 50 in
 all, ``next >``/``< prev``) → ``click[<asin>]`` → the item page (options, description, features,
