@@ -263,7 +263,8 @@ def data(
     ),
 ) -> None:
     """Make sure the ALFWorld games are there: unpack $ALFWORLD_ARCHIVES, else run alfworld-download."""
-    from skillmaster.envs.alfworld import ensure_data, resolve_data_dir
+    from skillmaster.envs.alfworld.data import ensure_data
+    from skillmaster.envs.alfworld.games import resolve_data_dir
 
     root = resolve_data_dir(data_dir or env_config(params, "alfworld").data_dir)
     typer.echo(ensure_data(root, archives))
