@@ -113,7 +113,7 @@ def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]
         return STEPS.empty(), TRAJECTORIES.empty()
     settings = RolloutSettings.from_config(
         cfg,
-        max_steps=cfg.counterfactual.max_steps,
+        stage="counterfactual",
         seed=derive_seed(cfg.seed, cfg.counterfactual.probe_seed_offset, it),
     )
     policy = load_policy(ctx, it - 1)
@@ -127,11 +127,12 @@ def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]
 
 def run_scores(ctx: StageContext, steps: pl.DataFrame, trajs: pl.DataFrame) -> dict[str, float]:
     """The probe score s of every run (``counterfactual.score``), by trajectory id."""
+    from skillmaster.envs.limits import step_limit
     from skillmaster.rollout.progress import episode_progress, progress_score
     from skillmaster.skills.utility import probe_score
 
     cf = ctx.cfg.counterfactual
-    t_max = cf.max_steps or ctx.cfg.env.max_steps
+    t_max = step_limit(ctx.cfg, "counterfactual")
     if cf.score == "success":
         return {r["traj_id"]: probe_score(r["won"], r["length"], t_max) for r in trajs.iter_rows(named=True)}
     walkthrough = getattr(suite_of(ctx), "walkthrough", None)

@@ -81,8 +81,8 @@ def evaluate(
         ]
         settings = RolloutSettings.from_config(
             cfg,
+            stage="evaluate",
             temperature=cfg.eval.temperature,
-            max_steps=cfg.eval.max_steps,
             seed=derive_seed(cfg.seed, "eval", split),
         )
         with make_pool(ctx, len(episodes), settings.max_steps) as pool:

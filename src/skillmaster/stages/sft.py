@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import polars as pl
 
 from skillmaster.agent.expert import SearchingExpert
+from skillmaster.envs.limits import step_limit
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
@@ -55,7 +56,7 @@ def _replay(ctx: StageContext, tasks, make_expert, limit: int, prefix: str, desc
     def expert(spec: EpisodeSpec, step: int, observation: str, admissible: list[str]) -> str | None:
         return experts[spec.traj_id].reply(observation, admissible)
 
-    settings = RolloutSettings.from_config(cfg, max_steps=limit)
+    settings = RolloutSettings.from_config(cfg, max_steps=limit)  # the replay's own step_limit
     holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
     with make_pool(ctx, len(episodes), limit) as pool:
         return collect_episodes(holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc=desc)
@@ -74,15 +75,13 @@ def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     tasks, walkthroughs = sft_games(ctx, split, num_games)
     longest = max((len(w) for w in walkthroughs.values()), default=1)
     detours = cfg.sft.search_detours
-    # each search visit (at most one per walkthrough step) may add `detours` go-to's and as many opens
-    limit = longest * (1 + 2 * detours) + 1
     return _replay(
         ctx,
         tasks,
         lambda e: SearchingExpert(
             walkthroughs[e.task.task_id], detours, derive_seed(cfg.seed, "sft", e.traj_id)
         ),
-        limit,
+        step_limit(cfg, "sft", walkthrough_steps=longest),
         "sft",
         "replay walkthroughs",
     )
@@ -115,7 +114,7 @@ def replay_mistakes(ctx: StageContext, split: str, num_games: int | None, per_ga
             give_up=plans[e.group_id][1],
             seed=derive_seed(cfg.seed, "sft-mistake", e.traj_id),
         ),
-        longest + 8,  # the injected steps (at most 5) and a short search after giving up
+        step_limit(cfg, "sft-mistakes", walkthrough_steps=longest),
         "mis",
         "replay with mistakes",
     )
