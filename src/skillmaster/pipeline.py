@@ -18,6 +18,7 @@ import typer
 import yaml
 
 from skillmaster.config import Config
+from skillmaster.envs.registry import module_of
 from skillmaster.errors import ConfigError
 from skillmaster.paths import Paths, iter_name
 
@@ -132,9 +133,6 @@ def code_deps(*modules: str, root: Path) -> list[str]:
     return sorted(files)
 
 
-ENV_MODULES = {"alfworld": "skillmaster.envs.alfworld", "webshop": "skillmaster.envs.webshop"}
-
-
 # --------------------------------------------------------------------------- the plan
 def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
     """Every stage of the configured run, in execution order."""
@@ -145,7 +143,7 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
             "point it at an Accelerate config such as configs/accelerate/multi-gpu-ddp.yaml"
         )
     p = Paths(Path("."))
-    env_mod = ENV_MODULES.get(cfg.env.name, "skillmaster.envs.registry")
+    env_mod = module_of(cfg.env.name)
 
     def code(*mods: str, env: bool = True) -> list[str]:
         return code_deps(*mods, *([env_mod] if env else []), root=root)

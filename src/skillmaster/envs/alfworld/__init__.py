@@ -5,7 +5,11 @@ Everything ALFWorld-specific lives in this folder:
 - :mod:`.games`: the games on disk (layout, families, categories, discovery);
 - :mod:`.engine`: textworld's PDDL backend with alfworld's demangler, and the engine caches;
 - :mod:`.env`: the text environment (:class:`AlfworldEnv`); :mod:`.suite`: the tasks and their
-  walkthroughs (:class:`AlfworldSuite`); :mod:`.data`: getting the games (``skillmaster env data``).
+  walkthroughs (:class:`AlfworldSuite`); :mod:`.data`: getting the games (``skillmaster env data``);
+- :mod:`.profile`: what generic code asks of ALFWorld (prompt and review wording, its actions,
+  probe matching, plot labels), and the walkthrough kit: the cold start's experts (:mod:`.expert`),
+  walkthrough milestones (:mod:`.milestones`), mistake and tactic detectors (:mod:`.evidence`)
+  and the household lessons of the review targets (:mod:`.lessons`).
 
 Importing this package loads none of textworld, alfworld or fast-downward (an engine does, when it
 starts).
@@ -28,12 +32,14 @@ from skillmaster.envs.alfworld.games import (
     skipped_games,
     task_text_of,
 )
+from skillmaster.envs.alfworld.profile import PROFILE
 from skillmaster.envs.alfworld.suite import AlfworldSuite
 from skillmaster.envs.registry import register_env
 
 __all__ = [
     "CATEGORIES",
     "FAMILY_CATEGORY",
+    "PROFILE",
     "SPLITS",
     "AlfworldEnv",
     "AlfworldSuite",
@@ -53,7 +59,7 @@ __all__ = [
 ]
 
 
-@register_env("alfworld")
+@register_env("alfworld", PROFILE)
 def make_alfworld_suite(cfg: EnvConfig) -> AlfworldSuite:
     return AlfworldSuite(
         data_dir=str(resolve_data_dir(cfg.data_dir)),

@@ -14,7 +14,9 @@ from skillmaster.envs.alfworld.games import (
     GAME_FILE,
     GAMES_DIR,
     discover,
+    skipped_games,
 )
+from skillmaster.envs.alfworld.profile import PROFILE
 from skillmaster.envs.base import TaskSpec
 from skillmaster.errors import ConfigError, DataError
 
@@ -28,7 +30,8 @@ class AlfworldSuite:
 
     data_dir: str
     """Absolute folder holding ``json_2.1.1/<split>``."""
-    max_steps: int = 50
+    max_steps: int = PROFILE.default_max_steps
+    """Episode step limit (the stage's :func:`~skillmaster.envs.limits.step_limit`)."""
     families: tuple[str, ...] | None = None
     train_split: str = "train"
     success_reward: float = 10.0
@@ -64,6 +67,9 @@ class AlfworldSuite:
                 f"{game} has no walkthrough (alfworld 0.4 game files carry one; re-download the games)"
             )
         return list(walk)
+
+    def skipped(self, split: str) -> list[dict[str, str]]:
+        return skipped_games(self.data_path, split)
 
     def make_env(self) -> AlfworldEnv:
         return AlfworldEnv(self)
