@@ -13,15 +13,18 @@ from pathlib import Path
 
 from skillmaster.io import atomic_write_bytes, atomic_write_text
 
-FAMILY_LABELS = {
-    "pick_and_place_simple": "Pick",
-    "look_at_obj_in_light": "Look",
-    "pick_clean_then_place_in_recep": "Clean",
-    "pick_heat_then_place_in_recep": "Heat",
-    "pick_cool_then_place_in_recep": "Cool",
-    "pick_two_obj_and_place": "Pick2",
-}
-"""ALFWorld family → the column names the paper's tables use (METHOD.md §9)."""
+
+def family_labels(env: str | None = None) -> dict[str, str]:
+    """Task family → the column name the paper's tables use (METHOD.md §9): environment ``env``'s
+    (its profile's ``family_labels``), or every environment's when ``env`` is None."""
+    from skillmaster.envs.registry import profile, profiles
+
+    chosen = profiles() if env is None else [profile(env)]
+    return {family: name for p in chosen for family, name in p.family_labels.items()}
+
+
+FAMILY_LABELS = family_labels()
+"""Every environment's family labels (ALFWorld: Pick, Look, Clean, Heat, Cool, Pick2)."""
 
 
 def label(family: str) -> str:

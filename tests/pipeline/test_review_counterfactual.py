@@ -26,15 +26,17 @@ from tiny_project import seed_workdir, tiny_config
 
 from skillmaster.agent.tokens import encode_response
 from skillmaster.config import Config
+from skillmaster.envs.alfworld.evidence import TRANSFORM_FAMILIES
+from skillmaster.envs.alfworld.lessons import BOOK
+from skillmaster.envs.alfworld.milestones import milestone_hits, milestones
+from skillmaster.envs.knowledge import Finding
 from skillmaster.envs.registry import make_suite
 from skillmaster.modeling import load_tokenizer
 from skillmaster.paths import Paths
-from skillmaster.rollout.progress import milestone_hits, milestones
 from skillmaster.seeding import derive_seed
 from skillmaster.skills.bank import Bank, Edit, apply_edit, empty_bank
 from skillmaster.skills.commit import ScoredEdit, commit_edits
 from skillmaster.skills.diff import bank_size
-from skillmaster.skills.evidence import TRANSFORM_FAMILIES, Finding
 from skillmaster.skills.lessons import review_example
 from skillmaster.skills.probes import choose_edits
 from skillmaster.skills.store import load_bank
@@ -100,7 +102,7 @@ def proposal(family: str, category: str) -> str:
     finding = Finding("procedure", None, {"object": "object", **({"verb": verb} if verb else {})})
     bank = empty_bank([category])
     return review_example(
-        "propose", finding, bank=bank, category=category, family=family, won=True,
+        "propose", finding, book=BOOK, bank=bank, category=category, family=family, won=True,
         select=lambda b: ((*b.general_skills, *b.task_specific_skills.get(category, ())), b.common_mistakes),
         rng=random.Random(0),
     ).reply  # fmt: skip

@@ -1,4 +1,4 @@
-"""Walkthrough milestones and the progress score / dense reward built on them, computed by hand.
+"""Walkthrough milestones (ALFWorld's) and the progress score / dense reward built on them, computed by hand.
 
 Not in the paper (METHOD.md §6 scores wins only): ``counterfactual.score: progress`` and
 ``train.progress_reward``. The walkthroughs below are real ones (ALFWorld train games) copied in.
@@ -9,16 +9,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from skillmaster.rollout.progress import (
-    Milestone,
-    episode_progress,
-    milestone_hits,
-    milestone_of,
-    milestones,
-    progress,
-    progress_score,
-    progress_to_go,
-)
+from skillmaster.envs.alfworld.milestones import Milestone, milestone_hits, milestone_of, milestones, progress
+from skillmaster.envs.alfworld.profile import PROFILE
+from skillmaster.rollout.progress import episode_progress, progress_score, progress_to_go
 
 CLEAN = [  # pick_clean_then_place_in_recep-Lettuce-None-Fridge-13
     "go to garbagecan 1",
@@ -127,6 +120,16 @@ def test_episode_progress_reads_the_tables():
         schema_overrides={"step": pl.Int32},
     )
     trajs = pl.DataFrame({"traj_id": ["a", "b"], "task_id": ["t", "t"], "split": ["train", "train"]})
-    shares, per_step = episode_progress(steps, trajs, lambda task_id, split: PICK)
+    shares, per_step = episode_progress(steps, trajs, lambda task_id, split: PICK, PROFILE.walkthrough_kit)
     assert shares == {"a": 0.5, "b": 0.0}
     assert per_step.sort("traj_id", "step")["progress_to_go"].to_list() == [0.5, 0.5, 0.0, 0.0]
+
+
+def test_without_walkthroughs_the_episode_score_is_the_progress():
+    """WebShop (no walkthrough kit): the share is the episode's score (callers clip it), and every
+    step's value is that score clipped to [0, 1]."""
+    steps = pl.DataFrame({"traj_id": ["a", "a", "b"], "step": [0, 1, 0]}, schema_overrides={"step": pl.Int32})
+    trajs = pl.DataFrame({"traj_id": ["a", "b"], "score": [0.75, 1.5]})
+    shares, per_step = episode_progress(steps, trajs, lambda task_id, split: None, None)
+    assert shares == {"a": 0.75, "b": 1.5}
+    assert per_step.sort("traj_id", "step")["progress_to_go"].to_list() == [0.75, 0.75, 1.0]

@@ -1,4 +1,5 @@
-"""Review targets synthesised from evidence (skills.lessons): each one is right for its own prompt.
+"""Review targets synthesised from evidence (skills.lessons, with ALFWorld's lessons): each one is right
+for its own prompt.
 
 For every finding of every family, every kind (propose / update / keep) and several starting banks
 (the project's small seed bank, a tiny hand-written one, an empty one, SkillRL's seed bank when the
@@ -20,15 +21,15 @@ from pathlib import Path
 import pytest
 
 from skillmaster.config import ShapingConfig, load_config
+from skillmaster.envs.alfworld.lessons import BOOK, lesson_for
+from skillmaster.envs.knowledge import Finding
 from skillmaster.skills.bank import GENERAL, Bank, empty_bank, iter_skills
-from skillmaster.skills.evidence import Finding
 from skillmaster.skills.lessons import (
     KINDS,
     STATUS_OF,
     TOOL_OF,
     assign_kinds,
     check_example,
-    lesson_for,
     review_example,
 )
 from skillmaster.skills.retrieval import select_template
@@ -96,7 +97,7 @@ def all_examples(seed_bank_paths, tiny_bank):
                 for kind in KINDS:
                     rng = random.Random(f"{name}{family}{finding.kind}{kind}")
                     ex = review_example(
-                        kind, finding, findings=[finding, found[-1]], bank=bank, category=category,
+                        kind, finding, book=BOOK, findings=[finding, found[-1]], bank=bank, category=category,
                         family=family, won=finding.kind == "procedure", select=lambda b, c=category: shown(b, c),
                         rng=rng,
                     )  # fmt: skip
@@ -181,7 +182,7 @@ def test_wording_varies():
     bank = empty_bank(["clean"])
     replies = {
         review_example(
-            "propose", Finding("revisit", 2, {"place": "cabinet"}), bank=bank, category="clean",
+            "propose", Finding("revisit", 2, {"place": "cabinet"}), book=BOOK, bank=bank, category="clean",
             family="pick_clean_then_place_in_recep", won=False, select=lambda b: shown(b, "clean"),
             rng=random.Random(seed),
         ).reply

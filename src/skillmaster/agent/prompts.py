@@ -5,7 +5,9 @@ skill block) and a *suffix* that changes every step (history, observation, admis
 The policy caches the prefix's KV once and reuses it, so keep everything that varies in the
 suffix. Layout (METHOD.md §3): general principles, the category's skills, mistakes to avoid (the
 skill block, rendered by :mod:`skillmaster.skills.retrieval`), then the last N steps of history,
-the current observation and the admissible actions, with the required output format.
+the current observation and the admissible actions, with the required output format. The system
+text and the observation cleaner are the environment's (its profile's
+:class:`~skillmaster.envs.profile.PromptStyle`).
 """
 
 from __future__ import annotations
@@ -13,50 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-OUTPUT_FORMAT = "<think>short reasoning</think><action>one admissible action</action>"
-
-
-@dataclass(frozen=True)
-class PromptStyle:
-    """Environment-specific wording of the agent prompt."""
-
-    system: str
-    observation_cleaner: Callable[[str], str] = str.strip
-
-
-def _clean_alfworld(obs: str) -> str:
-    return " ".join(obs.replace("-= Welcome to TextWorld, ALFRED! =-", "").split())
-
-
-def _clean_webshop(obs: str) -> str:
-    return " ".join(obs.split())
-
-
-PROMPT_STYLES: dict[str, PromptStyle] = {
-    "alfworld": PromptStyle(
-        system=(
-            "You are an agent in a text-based household (ALFWorld). Each turn you get the task, "
-            "skills learned so far, recent history, the current observation and the admissible actions. "
-            "Trust the latest observation. Reply in exactly this format: " + OUTPUT_FORMAT + " "
-            "Keep the thinking to one or two short sentences and copy the action exactly from the list."
-        ),
-        observation_cleaner=_clean_alfworld,
-    ),
-    "webshop": PromptStyle(
-        system=(
-            "You are a shopping agent on a text-based web shop (WebShop). Each turn you get the "
-            "instruction, skills learned so far, recent history, the current page and the available actions. "
-            "Find the product that matches every attribute, option and the price limit, then buy it. "
-            "Reply in exactly this format: " + OUTPUT_FORMAT + " "
-            "Keep the thinking short; the action is search[query] or one click[...] from the list."
-        ),
-        observation_cleaner=_clean_webshop,
-    ),
-}
-
-
-def register_prompt_style(name: str, style: PromptStyle) -> None:
-    PROMPT_STYLES[name] = style
+from skillmaster.envs.profile import OUTPUT_FORMAT
 
 
 @dataclass(frozen=True)
@@ -120,8 +79,11 @@ def render_action_prompt(
     history_length: int,
     max_obs_chars: int | None = None,
 ) -> PromptParts:
-    """The step prompt of METHOD.md §3 for ``env_name`` (a registered :class:`PromptStyle`)."""
-    style = PROMPT_STYLES.get(env_name, PROMPT_STYLES["alfworld"])
+    """The step prompt of METHOD.md §3 in the wording of environment ``env_name`` (its profile's
+    :class:`~skillmaster.envs.profile.PromptStyle`; an unknown name gets the default environment's)."""
+    from skillmaster.envs.registry import DEFAULT_ENV, find_profile
+
+    style = (find_profile(env_name) or find_profile(DEFAULT_ENV)).prompt
     return PromptParts(
         system=style.system,
         prefix=render_prefix(task_text, skills_block),

@@ -4,7 +4,7 @@ ALFWorld (:func:`bench_alfworld`):
 
 (a) **Step latency.** Baseline: the bare textworld PDDL environment with alfworld's demangler
     (what ``AlfredTWEnv`` plays), ``load(game)`` + ``reset()`` then ``step(action)``. Against it:
-    the project's :class:`~skillmaster.envs.alfworld.AlfworldEnv` with its engine caches (the
+    the project's :class:`~skillmaster.envs.alfworld.env.AlfworldEnv` with its engine caches (the
     default) and without them (the wrapper's own overhead). All three play the same games and the
     same walkthrough actions, interleaved game by game in one fresh process; their observations,
     admissible actions and wins are compared step by step (``identical_outputs``).
@@ -72,7 +72,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 # --------------------------------------------------------------------------- (a) latency
 def _latency_run(data_dir: str, games: list[tuple[str, str]]) -> dict[str, Any]:
     """Inside a fresh process: the three modes of the module doc, interleaved game by game."""
-    from skillmaster.envs.alfworld import AlfworldSuite, set_engine_caches, start_engine
+    from skillmaster.envs.alfworld.engine import set_engine_caches, start_engine
+    from skillmaster.envs.alfworld.suite import AlfworldSuite
 
     suite = AlfworldSuite(data_dir=data_dir, max_steps=1000)
     timings: dict[str, dict[str, list[float]]] = {

@@ -7,7 +7,8 @@ a time with text in and text out:
 - ``step(action) -> (observation, reward, terminated, truncated, info)``
 
 ``info`` always carries the keys in :data:`INFO_KEYS`. A suite is a small picklable object, so a
-worker process can rebuild environments from it.
+worker process can rebuild environments from it. What an environment knows beyond its engine
+(prompt wording, review rules, experts) is its profile (:mod:`skillmaster.envs.profile`).
 """
 
 from __future__ import annotations
@@ -53,4 +54,14 @@ class EnvSuite(Protocol):
 
     def make_env(self) -> TextEnv:
         """A fresh environment (called inside worker processes)."""
+        ...
+
+    def walkthrough(self, task_id: str, split: str) -> list[str] | None:
+        """The task's expert walkthrough (actions that win it), or None when the benchmark has none
+        (WebShop). Where the profile says it has walkthroughs, a missing one is a DataError."""
+        ...
+
+    def skipped(self, split: str) -> list[dict[str, str]]:
+        """Task folders of ``split`` left out of :meth:`tasks` as unusable (``{"folder", "reason"}``),
+        for reports; empty when nothing was skipped."""
         ...

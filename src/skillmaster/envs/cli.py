@@ -223,18 +223,16 @@ def replay(
     ),
 ) -> None:
     """Play each game's expert walkthrough through the environment; wins per family, ms per step."""
-    from skillmaster.envs.registry import make_suite
+    from skillmaster.envs.registry import make_suite, profile, profiles
 
     cfg = env_config(params, env, max_steps=REPLAY_MAX_STEPS, families=None)
     suite = make_suite(cfg)
-    if not hasattr(suite, "walkthrough"):
-        raise ConfigError(f"env '{env}' has no expert walkthroughs to replay; replay works with alfworld")
+    if not profile(env).has_walkthroughs:
+        with_walks = ", ".join(p.name for p in profiles() if p.has_walkthroughs)
+        raise ConfigError(f"env '{env}' has no expert walkthroughs to replay; replay works with {with_walks}")
     tasks = round_robin(suite.tasks(split), limit)
     report = replay_walkthroughs(suite, tasks, num_workers=workers, progress=True)
-    if cfg.name == "alfworld":
-        from skillmaster.envs.alfworld import skipped_games
-
-        report["skipped"] = skipped_games(suite.data_path, split)
+    report["skipped"] = suite.skipped(split)
     if json_:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -263,7 +261,8 @@ def data(
     ),
 ) -> None:
     """Make sure the ALFWorld games are there: unpack $ALFWORLD_ARCHIVES, else run alfworld-download."""
-    from skillmaster.envs.alfworld import ensure_data, resolve_data_dir
+    from skillmaster.envs.alfworld.data import ensure_data
+    from skillmaster.envs.alfworld.games import resolve_data_dir
 
     root = resolve_data_dir(data_dir or env_config(params, "alfworld").data_dir)
     typer.echo(ensure_data(root, archives))

@@ -65,14 +65,19 @@ class RolloutSettings:
         cls,
         cfg: Config,
         *,
+        stage: str = "collect",
         temperature: float | None = None,
         max_steps: int | None = None,
         seed: int | None = None,
     ) -> RolloutSettings:
+        """The settings of ``stage``'s episodes; the step limit is the stage's
+        (:func:`~skillmaster.envs.limits.step_limit`) unless ``max_steps`` gives one."""
+        from skillmaster.envs.limits import step_limit
+
         r = cfg.rollout
         return cls(
             env_name=cfg.env.name,
-            max_steps=max_steps or cfg.env.max_steps,
+            max_steps=max_steps or step_limit(cfg, stage),
             temperature=r.temperature if temperature is None else temperature,
             top_p=r.top_p,
             max_new_tokens=r.max_new_tokens,

@@ -1,10 +1,11 @@
 """The trajectory-informed review prompt (METHOD.md §5). Pure rendering, no model.
 
 The system message is constant per environment (the role, the reply format, the three tools, the
-rules), so its KV cache can be shared by every review of a batch. The user message holds the
-episode: task, skill category, outcome, episode reward, the skills the agent was shown, the last
-``history_steps`` steps (observation cut to ``obs_chars``, action to ``action_chars``) and the final
-feedback. The wording is kept short: the default policy is a 135M model on a CPU.
+rules, two of them worded by the environment's profile), so its KV cache can be shared by every
+review of a batch. The user message holds the episode: task, skill category, outcome, episode
+reward, the skills the agent was shown, the last ``history_steps`` steps (observation cut to
+``obs_chars``, action to ``action_chars``) and the final feedback. The wording is kept short: the
+default policy is a 135M model on a CPU.
 """
 
 from __future__ import annotations
@@ -13,24 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from skillmaster.config import ReviewConfig
+from skillmaster.envs.profile import ReviewRules
+from skillmaster.envs.registry import DEFAULT_ENV, find_profile
 
 CUT_MARK = " [cut]"
 
-_DOMAIN_RULES = {
-    "alfworld": (
-        "Write household rules, not instances: no object or receptacle ids (say 'a drawer', not 'drawer 2').",
-        "Do not answer with an environment action (go to, take, move, open, clean, heat, cool, use, look).",
-    ),
-    "webshop": (
-        "Write shopping rules, not instances: no product titles, ids, prices or page positions.",
-        "Do not answer with an environment action (search[...], click[...], buy, next, back to search).",
-    ),
-}
-"""Environment-specific wording of the "no ids" and "no environment actions" rules."""
-_GENERIC_RULES = (
-    "Write general rules, not instances: no object, receptacle or item ids.",
-    "Do not answer with an environment action.",
+GENERIC_RULES = ReviewRules(
+    no_ids="Write general rules, not instances: no object, receptacle or item ids.",
+    no_env_actions="Do not answer with an environment action.",
 )
+"""The "no ids" and "no environment actions" rules for an environment without a profile; a
+registered one words them itself (its profile's ``review_rules``)."""
 
 
 _EVIDENCE_CUES = (
@@ -62,12 +56,13 @@ def reply_templates(category: str) -> list[str]:
     ]
 
 
-def system_prompt(env: str = "alfworld", style: str = "method") -> str:
+def system_prompt(env: str = DEFAULT_ENV, style: str = "method") -> str:
     """Role, reply format, tools and rules of METHOD.md §5 (constant for one environment); the
     ``released`` style adds the released code's evidence cues."""
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown review prompt style {style!r} (choose from {PROMPT_STYLES})")
-    no_ids, no_actions = _DOMAIN_RULES.get(env, _GENERIC_RULES)
+    env_profile = find_profile(env)
+    rules = env_profile.review_rules if env_profile is not None else GENERIC_RULES
     cues = list(_EVIDENCE_CUES) if style == "released" else []
     return "\n".join(
         [
@@ -87,9 +82,9 @@ def system_prompt(env: str = "alfworld", style: str = "method") -> str:
             "- Keep only when the shown skills already cover what happened.",
             "- Success alone is no reason to keep; failure alone is no reason to edit.",
             *cues,
-            f"- {no_ids}",
+            f"- {rules.no_ids}",
             "- No placeholders or unfinished text.",
-            f"- {no_actions}",
+            f"- {rules.no_env_actions}",
         ]
     )
 
@@ -134,7 +129,7 @@ def render_review_prompt(
     obs_chars: int = 900,
     action_chars: int = 220,
     feedback_chars: int | None = None,
-    env: str = "alfworld",
+    env: str = DEFAULT_ENV,
     style: str = "method",
 ) -> ReviewPrompt:
     """The review prompt of one finished trajectory (METHOD.md §5).
@@ -172,7 +167,7 @@ def render_review_prompt(
     return ReviewPrompt(system_prompt(env, style), "\n".join(lines))
 
 
-def render_from_config(cfg: ReviewConfig, env: str = "alfworld", **episode) -> ReviewPrompt:
+def render_from_config(cfg: ReviewConfig, env: str = DEFAULT_ENV, **episode) -> ReviewPrompt:
     """:func:`render_review_prompt` with the ``review`` settings (``history_steps``, ``obs_chars``,
     ``action_chars``, ``prompt``); ``episode`` holds the trajectory fields."""
     return render_review_prompt(

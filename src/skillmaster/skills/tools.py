@@ -290,24 +290,22 @@ def _parse(text: str) -> ParsedCall:
 
 
 # --------------------------------------------------------------------------- shaping checks
-_ALFWORLD_PREFIXES = (
-    "go to ", "go_to_", "take ", "move ", "put ", "open ", "close ", "examine ", "clean ", "heat ",
-    "cool ", "use ", "toggle ", "drop ", "slice ", "look", "inventory",
-)  # fmt: skip
-_ENV_WORDS = {"done", "help", "buy", "buy now", "back to search", "next", "next >", "previous", "< prev"}
-_WEBSHOP_FORM = re.compile(r"^(search|click)\s*\[", re.IGNORECASE)
 _ACTION_TAG = re.compile(r"<action>.*?</action>", re.IGNORECASE | re.DOTALL)
 
 
-def is_env_action(name: str | None) -> bool:
-    """Whether a "tool" name is an environment action: ALFWorld verbs (the released list) and,
-    beyond the released code, WebShop's ``search[…]``/``click[…]`` forms and page buttons."""
+def is_env_action(name: str | None, env: str | None = None) -> bool:
+    """Whether a "tool" name is an environment action: one of the forms of environment ``env``'s
+    profile (``env_actions``), or of any environment when ``env`` is None (ALFWorld's verbs, the
+    released list, and beyond the released code WebShop's ``search[…]``/``click[…]`` forms and page
+    buttons)."""
+    from skillmaster.envs.registry import profile, profiles
+
     if not name:
         return False
     n = name.strip().lower()
     if n in TOOL_ARGS:
         return False
-    return n in _ENV_WORDS or n.startswith(_ALFWORLD_PREFIXES) or bool(_WEBSHOP_FORM.match(n))
+    return any(p.env_actions.matches(n) for p in (profiles() if env is None else [profile(env)]))
 
 
 _PLACEHOLDER_VALUES = {

@@ -94,9 +94,12 @@ def load_bank_at(ctx: StageContext, iteration: int):
 
 
 def suite_of(ctx: StageContext, max_steps: int | None = None):
-    """The environment suite; ``max_steps`` (a stage's own step limit, e.g. ``eval.max_steps``)
-    replaces ``env.max_steps``, so the environment does not cut a longer episode short."""
-    limit = max_steps or ctx.cfg.env.max_steps
+    """The environment suite whose environments truncate at ``max_steps``: the step limit of the
+    stage's episodes (:func:`~skillmaster.envs.limits.step_limit`; default: the ``collect`` one), so
+    the environment never cuts a longer episode short."""
+    from skillmaster.envs.limits import step_limit
+
+    limit = max_steps or step_limit(ctx.cfg, "collect")
     if limit not in ctx.resources.suites:
         from skillmaster.envs.registry import make_suite
 

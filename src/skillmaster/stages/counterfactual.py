@@ -58,13 +58,15 @@ def placebo_bank(bank, kind: str):
 
 def probe_ids(ctx: StageContext, row: dict) -> list[str]:
     """The K probe tasks of the review ``row`` (METHOD.md §6 step 1)."""
+    from skillmaster.envs.registry import profile
     from skillmaster.skills.probes import draw_probes
 
     cfg = ctx.cfg
     tasks = suite_of(ctx).tasks(cfg.env.train_split)
-    match = "category" if cfg.env.name == "webshop" else "family"
-    key = row["category"] if match == "category" else row["family"]
-    return draw_probes(row["task_id"], key, tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match)
+    match = profile(cfg.env.name).probe_match  # the task family, or the category (WebShop)
+    return draw_probes(
+        row["task_id"], row[match], tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match
+    )
 
 
 def probe_plan(ctx: StageContext, edits: list[dict], bank) -> list[tuple[dict, list[str], object]]:
@@ -118,7 +120,7 @@ def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]
         return STEPS.empty(), TRAJECTORIES.empty()
     settings = RolloutSettings.from_config(
         cfg,
-        max_steps=cfg.counterfactual.max_steps,
+        stage="counterfactual",
         seed=derive_seed(cfg.seed, cfg.counterfactual.probe_seed_offset, it),
     )
     policy = load_policy(ctx, it - 1)
@@ -132,18 +134,18 @@ def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]
 
 def run_scores(ctx: StageContext, steps: pl.DataFrame, trajs: pl.DataFrame) -> dict[str, float]:
     """The probe score s of every run (``counterfactual.score``), by trajectory id."""
+    from skillmaster.envs.limits import step_limit
+    from skillmaster.envs.registry import profile
     from skillmaster.rollout.progress import episode_progress, progress_score
     from skillmaster.skills.utility import probe_score
 
     cf = ctx.cfg.counterfactual
-    t_max = cf.max_steps or ctx.cfg.env.max_steps
+    t_max = step_limit(ctx.cfg, "counterfactual")
     if cf.score == "success":
         return {r["traj_id"]: probe_score(r["won"], r["length"], t_max) for r in trajs.iter_rows(named=True)}
-    walkthrough = getattr(suite_of(ctx), "walkthrough", None)
-    if walkthrough is not None:
-        shares, _ = episode_progress(steps, trajs, walkthrough)
-    else:  # no walkthroughs (WebShop): the episode's own [0, 1] score is its progress
-        shares = {r["traj_id"]: float(r["score"]) for r in trajs.iter_rows(named=True)}
+    # walkthrough milestones; without walkthroughs (WebShop) the episode's own [0, 1] score
+    kit = profile(ctx.cfg.env.name).walkthrough_kit
+    shares, _ = episode_progress(steps, trajs, suite_of(ctx).walkthrough, kit)
     return {
         r["traj_id"]: progress_score(r["won"], r["length"], t_max, min(1.0, max(0.0, shares[r["traj_id"]])))
         for r in trajs.iter_rows(named=True)

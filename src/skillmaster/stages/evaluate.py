@@ -82,8 +82,8 @@ def evaluate(
         ]
         settings = RolloutSettings.from_config(
             cfg,
+            stage="evaluate",
             temperature=cfg.eval.temperature,
-            max_steps=cfg.eval.max_steps,
             seed=derive_seed(cfg.seed, "eval", split),
         )
         with make_pool(ctx, len(episodes), settings.max_steps) as pool:
@@ -152,7 +152,7 @@ def evaluate_checkpoint(
         episodes, metrics = evaluate(ctx, policy, bank, [split], conditions, limit)
     finally:
         policy.close()
-    metrics["generation"] = policy.stats.as_dict()
+    metrics["generation"] = {"engine": policy.engine, **policy.stats.as_dict()}
     if out is not None:
         from skillmaster.io import write_json
 

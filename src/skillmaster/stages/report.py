@@ -27,12 +27,12 @@ BANK_PLOT_COLUMNS = ("total", "general", "task_specific", "mistakes")
 
 
 def _family_columns(cfg: Config) -> list[str]:
-    from skillmaster.plots import FAMILY_LABELS
+    """Columns of ``success_by_family``: overall, then the environment's family labels."""
+    from skillmaster.plots import family_labels
 
-    if cfg.env.name == "alfworld":
-        fams = cfg.env.families or list(FAMILY_LABELS)
-        return ["overall", *sorted(FAMILY_LABELS.get(f, f) for f in fams)]
-    return ["overall"]
+    labels = family_labels(cfg.env.name)
+    fams = cfg.env.families or list(labels)
+    return ["overall", *sorted(labels.get(f, f) for f in fams)] if labels else ["overall"]
 
 
 def _reads(w: Where) -> list[Path]:

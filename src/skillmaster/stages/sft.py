@@ -4,13 +4,16 @@
 families) through the real engine with the rollout collector itself, so every sample is rendered
 by the very function rollouts use (same skills shown, same history window); the reply is the
 expert action with a generated ``<think>``. With ``sft.search_detours`` > 0 the expert first checks
-up to that many other places before each place the walkthrough visits to find something
-(:class:`~skillmaster.agent.expert.SearchingExpert`), so the traces show searching.
+up to that many other places before each place the walkthrough visits to find something (the
+environment's searching expert, its profile's walkthrough kit; ALFWorld's:
+:class:`~skillmaster.envs.alfworld.expert.SearchingExpert`), so the traces show searching. The
+cold start needs an environment with expert walkthroughs.
 
 Review-turn examples (``sft.review_examples``) are derived from evidence, for all three tools:
 the won replays and ``sft.mistake_episodes`` episodes per game played with one scripted mistake
-(:class:`~skillmaster.agent.expert.MistakeExpert`, whose action rows are never targets) are read
-for mistakes and working tactics (:mod:`skillmaster.skills.evidence`), each becomes a lesson, and
+(the kit's mistake expert, ALFWorld's :class:`~skillmaster.envs.alfworld.expert.MistakeExpert`,
+whose action rows are never targets) are read for mistakes and working tactics (the kit's
+``findings``: :mod:`skillmaster.envs.alfworld.evidence`), each becomes a lesson, and
 ``sft.reviews_per_episode`` targets per episode are made (about 40% propose, 30% update, 30% keep),
 each with the review prompt rendered from the bank it is correct for
 (:mod:`skillmaster.skills.lessons`). ``sft`` trains on them with the RL trainer's code path (loss on
@@ -23,7 +26,8 @@ from types import SimpleNamespace
 
 import polars as pl
 
-from skillmaster.agent.expert import SearchingExpert
+from skillmaster.envs.limits import step_limit
+from skillmaster.errors import ConfigError
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
@@ -62,6 +66,19 @@ def _replay(ctx: StageContext, tasks, make_expert, limit: int, prefix: str, desc
         return collect_episodes(holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc=desc)
 
 
+def walkthrough_kit(ctx: StageContext):
+    """The environment's experts, evidence and lessons (its profile's walkthrough kit)."""
+    from skillmaster.envs.registry import profile
+
+    kit = profile(ctx.cfg.env.name).walkthrough_kit
+    if kit is None:
+        raise ConfigError(
+            f"sft.enabled: the cold start replays expert walkthroughs, which env '{ctx.cfg.env.name}' "
+            "does not have; set sft.enabled: false"
+        )
+    return kit
+
+
 def sft_games(ctx: StageContext, split: str, num_games: int | None):
     """The cold start's games (stratified over families) and their walkthroughs."""
     probe = suite_of(ctx)
@@ -72,18 +89,17 @@ def sft_games(ctx: StageContext, split: str, num_games: int | None):
 def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     """Play the expert walkthroughs of ``num_games`` games of ``split``; returns (steps, trajectories)."""
     cfg = ctx.cfg
+    kit = walkthrough_kit(ctx)
     tasks, walkthroughs = sft_games(ctx, split, num_games)
     longest = max((len(w) for w in walkthroughs.values()), default=1)
     detours = cfg.sft.search_detours
-    # each search visit (at most one per walkthrough step) may add `detours` go-to's and as many opens
-    limit = longest * (1 + 2 * detours) + 1
     return _replay(
         ctx,
         tasks,
-        lambda e: SearchingExpert(
+        lambda e: kit.searching_expert(
             walkthroughs[e.task.task_id], detours, derive_seed(cfg.seed, "sft", e.traj_id)
         ),
-        limit,
+        step_limit(cfg, "sft", walkthrough_steps=longest),
         "sft",
         "replay walkthroughs",
     )
@@ -91,32 +107,31 @@ def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
 
 def replay_mistakes(ctx: StageContext, split: str, num_games: int | None, per_game: int):
     """``per_game`` episodes of each cold-start game played with one scripted mistake each
-    (:class:`~skillmaster.agent.expert.MistakeExpert`; half of them give up after it). Returns
+    (the walkthrough kit's mistake expert; half of them give up after it). Returns
     (steps, trajectories, the mistake each episode was scripted to make)."""
     import random
 
-    from skillmaster.agent.expert import MistakeExpert, mistakes_for
-
     cfg = ctx.cfg
+    kit = walkthrough_kit(ctx)
     games, walkthroughs = sft_games(ctx, split, num_games)
     tasks = [t for t in games for _ in range(per_game)]
     rng = random.Random(derive_seed(cfg.seed, "sft-mistakes"))
     plans = []
     for i, t in enumerate(tasks):
-        kinds = mistakes_for(t.family)
+        kinds = kit.mistakes_for(t.family)
         plans.append((kinds[(i + rng.randrange(len(kinds))) % len(kinds)], rng.random() < 0.5))
     intended = {f"mis-{i:04d}": plan[0] for i, plan in enumerate(plans)}
     longest = max((len(w) for w in walkthroughs.values()), default=1)
     steps, trajs = _replay(
         ctx,
         tasks,
-        lambda e: MistakeExpert(
+        lambda e: kit.mistake_expert(
             walkthroughs[e.task.task_id],
             plans[e.group_id][0],
-            give_up=plans[e.group_id][1],
-            seed=derive_seed(cfg.seed, "sft-mistake", e.traj_id),
+            plans[e.group_id][1],
+            derive_seed(cfg.seed, "sft-mistake", e.traj_id),
         ),
-        longest + 8,  # the injected steps (at most 5) and a short search after giving up
+        step_limit(cfg, "sft-mistakes", walkthrough_steps=longest),
         "mis",
         "replay with mistakes",
     )
@@ -138,6 +153,7 @@ def review_targets(
     from skillmaster.stages.review import review_prompts
 
     cfg = ctx.cfg
+    kit = walkthrough_kit(ctx)
     bank0 = load_bank_at(ctx, 0)
     retrieve = retriever_of(ctx)
     suite = suite_of(ctx)
@@ -155,11 +171,10 @@ def review_targets(
             t["won"],
             t["initial_observation"],
             tuple(ev.Step(s["action"], s["valid"], s["observation"]) for s in frame.iter_rows(named=True)),
-            ev.target_of(walkthrough),
+            kit.target_of(walkthrough),
         )
         first_shown = max(0, len(episode.steps) - window) if window > 0 else len(episode.steps)
-        found = [f for f in ev.find_mistakes(episode) + ev.find_tactics(episode)
-                 if f.step is None or f.step >= first_shown]  # fmt: skip
+        found = [f for f in kit.findings(episode) if f.step is None or f.step >= first_shown]
         found.sort(key=lambda f: f.kind != intended.get(t["traj_id"]))  # the scripted mistake first
         if found:
             episodes.append((t, found))
@@ -177,8 +192,8 @@ def review_targets(
                 return (*sel.general, *sel.task_specific), sel.mistakes
 
             ex = review_example(
-                kind, finding, findings=found, bank=bank0, category=t["category"], family=t["family"],
-                won=t["won"], select=select, rng=rng,
+                kind, finding, book=kit.lessons, findings=found, bank=bank0, category=t["category"],
+                family=t["family"], won=t["won"], select=select, rng=rng,
             )  # fmt: skip
             if ex is None or check_example(ex, t["category"], cfg.review.shaping):
                 skipped[kind] += 1

@@ -25,16 +25,12 @@ def step_progress(ctx: StageContext, steps, trajs):
     [0, 1] score at every step."""
     if ctx.cfg.train.progress_reward <= 0:
         return None
-    import polars as pl
-
+    from skillmaster.envs.registry import profile
     from skillmaster.rollout.progress import episode_progress
     from skillmaster.stages.common import suite_of
 
-    walkthrough = getattr(suite_of(ctx), "walkthrough", None)
-    if walkthrough is not None:
-        return episode_progress(steps, trajs, walkthrough)[1]
-    score = trajs.select("traj_id", pl.col("score").clip(0.0, 1.0).alias("progress_to_go"))
-    return steps.select("traj_id", "step").join(score, on="traj_id", how="left")
+    kit = profile(ctx.cfg.env.name).walkthrough_kit
+    return episode_progress(steps, trajs, suite_of(ctx).walkthrough, kit)[1]
 
 
 CONTRACT = StageContract(

@@ -3,8 +3,9 @@
 The original package needs Python ≤ 3.10, a Java search engine and data from a file host; this is
 a reimplementation of its text mode: :mod:`.data` (files and cleaning), :mod:`.goals` (goals,
 prices, splits), :mod:`.search` (BM25), :mod:`.pages` (page text, observation formats, available
-actions), :mod:`.reward` (the score), :mod:`.env` (transitions, the suite). Registered as
-``env.name: webshop``; data from ``env.data_dir`` or ``$WEBSHOP_DATA``.
+actions), :mod:`.reward` (the score), :mod:`.env` (transitions, the suite), :mod:`.profile` (what
+generic code asks of WebShop: prompt and review wording, its actions, probe matching). Registered
+as ``env.name: webshop``; data from ``env.data_dir`` or ``$WEBSHOP_DATA``.
 
 Where it differs from WebShop, and why:
 
@@ -29,13 +30,30 @@ Where it differs from WebShop, and why:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from skillmaster.config import EnvConfig
 from skillmaster.envs.registry import register_env
-from skillmaster.envs.webshop.env import WebshopEnv, WebshopSuite, load_world
+from skillmaster.envs.webshop.profile import PROFILE
 
-__all__ = ["WebshopEnv", "WebshopSuite", "load_world"]
+if TYPE_CHECKING:
+    from skillmaster.envs.webshop.env import WebshopEnv, WebshopSuite, load_world
+
+__all__ = ["PROFILE", "WebshopEnv", "WebshopSuite", "load_world"]
+_LAZY = {"WebshopEnv", "WebshopSuite", "load_world"}
+"""Loaded on first use: :mod:`.env` imports the search engine (bm25s, numba: about a second), which
+a profile lookup does not need."""
 
 
-@register_env("webshop")
+@register_env("webshop", PROFILE)
 def make_webshop_suite(cfg: EnvConfig) -> WebshopSuite:
+    from skillmaster.envs.webshop.env import WebshopSuite
+
     return WebshopSuite(cfg)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("skillmaster.envs.webshop.env"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

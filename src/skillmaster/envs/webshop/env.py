@@ -35,6 +35,7 @@ from skillmaster.envs.webshop.categories import CATEGORIES, infer_category
 from skillmaster.envs.webshop.data import DATA_ENV_VAR, Product, file_stamp, load_catalog, resolve_data_dir
 from skillmaster.envs.webshop.goals import DEFAULT_GOAL_SEED, TEST_GOALS, Goal, build_goals, split_indices
 from skillmaster.envs.webshop.nouns import noun_extractor
+from skillmaster.envs.webshop.profile import PROFILE
 from skillmaster.envs.webshop.reward import OPTION_SCORERS, Score, score_purchase
 from skillmaster.envs.webshop.search import PRODUCT_WINDOW, SearchEngine
 from skillmaster.errors import ConfigError, DataError
@@ -117,7 +118,7 @@ class WebshopEnv:
         self,
         world: WebshopWorld,
         *,
-        max_steps: int = 15,
+        max_steps: int = PROFILE.default_max_steps,
         success_reward: float = 10.0,
         obs_format: str = "verl-agent",
         option_scorer: str = "webshop",
@@ -328,6 +329,13 @@ class WebshopSuite:
                 + (f", filtered to families {self.families}" if self.families else "")
             )
         return specs
+
+    def walkthrough(self, task_id: str, split: str) -> None:
+        """WebShop has no expert walkthroughs (its profile says so)."""
+        return None
+
+    def skipped(self, split: str) -> list[dict[str, str]]:
+        return []  # every goal is a task
 
     def make_env(self) -> WebshopEnv:
         return WebshopEnv(self.world(), max_steps=self.max_steps, **self.env_kwargs)

@@ -1,9 +1,10 @@
 """What an ALFWorld episode shows: mistakes and working tactics read from its steps. Pure functions.
 
-The cold start's review examples (:mod:`skillmaster.skills.lessons`) are derived from this
-evidence, never from a teacher model. Each detector reads the steps table of one episode (the
-action sent, whether it was admissible, the observation that followed) and returns
-:class:`Finding`s, each at the step that shows it:
+The cold start's review examples (:mod:`skillmaster.skills.lessons`, with :mod:`.lessons`) are
+derived from this evidence, never from a teacher model. Each detector reads the steps of one
+:class:`~skillmaster.envs.knowledge.Episode` (the action sent, whether it was admissible, the
+observation that followed) and returns :class:`~skillmaster.envs.knowledge.Finding`s, each at the
+step that shows it:
 
 mistakes
     ``take_absent``: a ``take`` of an object the current place does not hold ("Nothing happens.");
@@ -27,7 +28,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from skillmaster.rollout.progress import kind
+from skillmaster.envs.alfworld.milestones import kind
+from skillmaster.envs.knowledge import Episode, Finding
 
 MISTAKES = (
     "take_absent",
@@ -52,37 +54,6 @@ _MOVE = re.compile(r"^move (?P<o>.+?) to (?P<r>.+)$")
 _TRANSFORM = re.compile(r"^(?P<v>clean|heat|cool) (?P<o>.+?) with (?P<r>.+)$")
 _USE = re.compile(r"^use (?P<o>.+)$")
 _OPEN = re.compile(r"^open (?P<r>.+)$")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of an episode: the action sent, whether it was admissible, the observation after."""
-
-    action: str
-    valid: bool
-    observation: str
-
-
-@dataclass(frozen=True)
-class Episode:
-    """An episode as the detectors see it. ``target``: the kind of object the task needs (the
-    walkthrough's first ``take``), None when unknown."""
-
-    family: str
-    won: bool
-    initial_observation: str
-    steps: tuple[Step, ...]
-    target: str | None = None
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One mistake or tactic at ``step`` (0-based; None: the episode as a whole). ``details``: the
-    kinds involved (``object``, ``place``, ``verb``, ``count``), never instance ids."""
-
-    kind: str
-    step: int | None
-    details: dict[str, str] = field(default_factory=dict)
 
 
 def target_of(walkthrough: Sequence[str]) -> str | None:

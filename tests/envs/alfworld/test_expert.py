@@ -13,9 +13,9 @@ import re
 
 import pytest
 
-from skillmaster.agent.expert import SearchingExpert, expert_thought, search_target, search_thought
 from skillmaster.agent.parsing import parse_action
 from skillmaster.envs.alfworld import AlfworldSuite
+from skillmaster.envs.alfworld.expert import SearchingExpert, expert_thought, search_target, search_thought
 from skillmaster.stages.common import stratified_tasks
 
 GO = ["go to cabinet 1", "go to countertop 1", "go to fridge 1", "go to microwave 1", "go to shelf 1"]

@@ -1,8 +1,8 @@
-"""Expert replies for the cold start (METHOD.md §8): walkthrough actions in the agent's format.
+"""ALFWorld's expert replies for the cold start (METHOD.md §8): walkthrough actions in the agent's format.
 
 The ``<think>`` text is generated from the step itself (the action's verb and arguments and what
 the walkthrough does next), never copied from anywhere. Review-turn examples are derived from the
-evidence of replayed episodes (:mod:`skillmaster.skills.lessons`).
+evidence of replayed episodes (:mod:`.evidence`, :mod:`.lessons`).
 
 A walkthrough goes straight to where the object lies, which the agent cannot know; imitating it
 alone teaches a policy to guess one place and then to "take" an object that is not there.

@@ -1,4 +1,4 @@
-"""Mistake and tactic detectors (skills.evidence) on hand-built episodes and on real games.
+"""ALFWorld's mistake and tactic detectors (envs.alfworld.evidence) on hand-built episodes and on real games.
 
 Hand-built episodes pin each detector's rule (which step, what counts). Then every detector runs on
 scripted episodes of real ALFWorld training games, one game per family: the cold start's
@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from skillmaster.agent.expert import MistakeExpert, mistakes_for
 from skillmaster.agent.parsing import parse_action
 from skillmaster.envs.alfworld import AlfworldSuite
-from skillmaster.skills.evidence import (
-    DETECTORS,
-    MISTAKES,
-    Episode,
-    Step,
-    find_mistakes,
-    find_tactics,
-    target_of,
-)
+from skillmaster.envs.alfworld.evidence import DETECTORS, MISTAKES, find_mistakes, find_tactics, target_of
+from skillmaster.envs.alfworld.expert import MistakeExpert, mistakes_for
+from skillmaster.envs.knowledge import Episode, Step
 from skillmaster.stages.common import stratified_tasks
 
 ROOM = "You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, a drawer 1."
