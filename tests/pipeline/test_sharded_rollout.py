@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 from tiny_project import seed_workdir, tiny_config
 
+from skillmaster.orchestration.runners import shard_runner
 from skillmaster.stages import run_stage
 from skillmaster.tables import STEPS, TRAJECTORIES
 
@@ -45,7 +46,7 @@ def collect(root, base_model_dir, temperature: float, runner: str, shards: int, 
         }
     )
     paths = seed_workdir(root, base_model_dir, cfg)
-    metrics = run_stage("collect", cfg, 1, root=root)
+    metrics = run_stage("collect", cfg, 1, root=root, run_shards=shard_runner(cfg))  # as `skillmaster stage`
     assert metrics["episodes"] == cfg.rollout.num_tasks * cfg.rollout.group_size
     assert not paths.stage_state("collect", 1).exists()  # shard scratch is gone once the stage is done
     steps = STEPS.read(paths.steps(1)).sort("traj_id", "step")

@@ -346,7 +346,7 @@ def counterfactual_stage(ctx: StageContext) -> dict:
         "probe_episodes": real.height,
         "probe_episodes_per_scored_edit": real.height / len(chosen) if chosen else 0.0,
         "probe_success_rate": float(real["won"].mean()) if real.height else 0.0,
-        "probe_mean_score": sum(scores[t] for t in real["traj_id"]) / real.height if real.height else 0.0,
+        "probe_mean_score": sum(by_traj[t] for t in real["traj_id"]) / real.height if real.height else 0.0,
         "placebo_scored": len(placebos),
         "placebo_commits": sum(p["would_commit"] for p in placebos),
         "placebo_commit_rate": sum(p["would_commit"] for p in placebos) / len(placebos) if placebos else 0.0,
