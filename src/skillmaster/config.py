@@ -332,7 +332,9 @@ class TrainConfig(Section):
     micro_batch_tokens: int = Field(default=4096, ge=64)
     """Token budget (padded) of one forward/backward micro-batch; gradient accumulation does the rest."""
     max_samples: int | None = Field(default=None, ge=1)
-    """Train on at most this many step samples per iteration (seeded subsample; None = all)."""
+    """Train on at most this many action samples per iteration (seeded subsample, every review sample
+    kept; None = all, the paper). params.yaml (CPU): 32, since one sample's forward/backward passes
+    take seconds on 2 cores."""
     progress_reward: float = Field(default=0.0, ge=0.0)
     """Dense progress reward (not in the paper; 0 = off): each action sample's reward gains this
     times the share of the game's walkthrough milestones (see ``counterfactual.score``) that the

@@ -151,10 +151,11 @@ def test_parser_and_scorer_never_raise(text):
 
 
 # --------------------------------------------------------------------------- issue #21: a parsed call always saves
+# a decoded reply is valid text: lone surrogates only ever reach the parser as JSON escapes
 _escapes = st.sampled_from(
     ["\\ud83d", "\\ude00", "\\ud83d\\ude00", "\\u0000", "\\u00e9", "\\n", "\\\\", '\\"', "\\udfff", "\\ud800"]
 )
-_values = st.lists(st.one_of(_escapes, st.text(alphabet=st.characters(blacklist_characters='"\\'), max_size=6)),
+_values = st.lists(st.one_of(_escapes, st.text(alphabet=st.characters(exclude_characters='"\\', exclude_categories=("Cs",)), max_size=6)),
                    min_size=1, max_size=8).map("".join)  # fmt: skip
 
 

@@ -9,7 +9,7 @@ A bank is one JSON document::
 
 The models are frozen (lists are tuples), so a :class:`Bank` is never edited in place:
 :func:`apply_edit` returns a new bank. Unknown keys are schema errors (``extra="forbid"``), except
-inside the free-form ``metadata``. The seed banks of ``shared/data/skills/`` and an
+inside the free-form ``metadata``. The released seed banks (SkillRL's ALFWorld and WebShop banks) and an
 :func:`empty_bank` load as they are.
 
 Reading and writing bank files: :mod:`skillmaster.skills.store`; sizes, stats, diffs and listings:

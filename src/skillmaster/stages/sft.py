@@ -147,7 +147,7 @@ def review_targets(
     from collections import Counter
 
     from skillmaster.agent.tokens import encode_response
-    from skillmaster.skills import evidence as ev
+    from skillmaster.envs.knowledge import Episode, Step
     from skillmaster.skills.lessons import assign_kinds, check_example, review_example
     from skillmaster.skills.retrieval import render_skill_block
     from skillmaster.stages.review import review_prompts
@@ -166,11 +166,11 @@ def review_targets(
         if frame is None:
             continue
         walkthrough = suite.walkthrough(t["task_id"], t["split"])
-        episode = ev.Episode(
+        episode = Episode(
             t["family"],
             t["won"],
             t["initial_observation"],
-            tuple(ev.Step(s["action"], s["valid"], s["observation"]) for s in frame.iter_rows(named=True)),
+            tuple(Step(s["action"], s["valid"], s["observation"]) for s in frame.iter_rows(named=True)),
             kit.target_of(walkthrough),
         )
         first_shown = max(0, len(episode.steps) - window) if window > 0 else len(episode.steps)
