@@ -147,6 +147,29 @@ def test_dvc_sees_every_stage_recorded(flow_run):
         assert f"Stage '{name}' didn't change, skipping" in out, out
 
 
+def test_a_sampling_setting_marks_exactly_the_stages_that_read_it(flow_run):
+    """After the flow, `dvc status` is clean; changing `rollout.temperature` marks the stages whose
+    contract reads it (collection, probes, ...), no other."""
+    root, cfg, _ = flow_run
+    params = root / "params.yaml"
+    before = params.read_text()
+    readers = {
+        s.name
+        for s in stage_plan(cfg, root)
+        if any(p in ("rollout", "rollout.temperature") for p in s.params)
+    }
+    assert "collect-iter_001" in readers and "train-iter_001" not in readers and "model" not in readers
+    data = yaml.safe_load(before)
+    data["rollout"]["temperature"] = 0.7
+    try:
+        params.write_text(yaml.safe_dump(data, sort_keys=False))
+        status = json.loads(_run(["dvc", "status", "--json"], root) or "{}")
+    finally:
+        params.write_text(before)
+    assert set(status) == readers, status
+    assert json.loads(_run(["dvc", "status", "--json"], root) or "{}") == {}
+
+
 def test_mlflow_holds_the_stage_metrics(flow_run):
     from mlflow.tracking import MlflowClient
 
