@@ -78,16 +78,19 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path):
+    """Yield a temporary sibling of ``path`` (created with the usual file mode) for the caller to
+    write; on success it is fsynced and renamed onto ``path``, on any error removed, with a library's
+    wrapped OS error re-raised as an :class:`OSError` naming ``path`` (:func:`as_os_error`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         _default_mode(fd)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
@@ -98,7 +101,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             raise wrapped from exc
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -222,24 +231,9 @@ class TableSchema:
     def write(self, df: pl.DataFrame, path: str | Path) -> Path:
         """Validate and write atomically (parquet, zstd)."""
         df = self.validate(df, str(path))
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            _default_mode(fd)
-            os.close(fd)
+        with atomic_file(path) as tmp:
             df.write_parquet(tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            wrapped = as_os_error(exc, path)
-            if wrapped is not exc:
-                raise wrapped from exc
-            raise
-        return path
+        return Path(path)
 
     def read(self, path: str | Path) -> pl.DataFrame:
         path = Path(path)

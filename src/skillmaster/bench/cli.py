@@ -60,7 +60,8 @@ def bench_rollout_cmd(
     model_dir: ModelDirOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Batched collector steps/s vs a naive loop, Policy.generate vs bare generate, prefill saved."""
+    """Collector steps/s on vLLM vs the transformers engine vs a naive loop; each engine vs its bare
+    generate call; prefix-cache hit rate."""
     from skillmaster.bench.rollout import bench_rollout, format_rollout_report
 
     report = bench_rollout(quick=quick, model_dir=model_dir, threads=threads)
