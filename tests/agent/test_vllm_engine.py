@@ -112,6 +112,20 @@ def test_a_reply_depends_on_its_prompt_and_seed_only(engine, repo_root):
     assert [g.token_ids for g in other] != [g.token_ids for g in batch]  # the seed matters
 
 
+def test_seeded_prompts_beyond_one_scheduler_step_are_served_whole(engine):
+    """Review prompts are long: a batch of seeded prompts whose tokens exceed one scheduler step
+    must not be split (on the CPU, vLLM cannot rewind a seeded generator after a partial prefill:
+    "CPU Generator does not use offset" killed the engine), and each reply is still its own."""
+    words = "the mug is in the cabinet and the apple is on the desk . "
+    prompts = [(f"{i} " + words * 120, 0) for i in range(8)]
+    budget = engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    assert sum(len(engine.tokenizer(p).input_ids) for p, _ in prompts) > budget
+    seeds = list(range(100, 108))
+    batch = engine.generate(prompts, max_new_tokens=4, temperature=1.0, seeds=seeds, stop=STOP)
+    alone = engine.generate(prompts[:1], max_new_tokens=4, temperature=1.0, seeds=seeds[:1], stop=STOP)
+    assert len(batch) == 8 and batch[0].token_ids == alone[0].token_ids
+
+
 def test_stop_string_cut_and_truncation_flag(engine, repo_root):
     prompts = _prompts(engine.tokenizer, repo_root, 3)
     short = engine.generate(prompts, max_new_tokens=3, temperature=0.0, stop=STOP)

@@ -94,9 +94,16 @@ class VllmPolicy:
         from vllm import LLM
 
         eager = vcfg.enforce_eager if vcfg.enforce_eager is not None else device == "cpu"
+        model_len = max_model_len or vcfg.max_model_len
         kwargs: dict = {}
         if device == "cuda":
             kwargs["gpu_memory_utilization"] = vcfg.gpu_memory_utilization
+        else:
+            # vLLM rewinds a seeded request's generator after a partial (chunked) prefill, which a
+            # CPU generator cannot do ("CPU Generator does not use offset" kills the engine): on
+            # the CPU every prompt is prefilled whole, with a step budget of one full-length prompt.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = model_len
         llm = LLM(
             model=str(model_dir),
             tokenizer=str(tokenizer_dir),
@@ -104,7 +111,7 @@ class VllmPolicy:
             seed=0,
             enable_prefix_caching=True,
             enforce_eager=eager,
-            max_model_len=max_model_len or vcfg.max_model_len,
+            max_model_len=model_len,
             max_num_seqs=vcfg.max_num_seqs,
             disable_log_stats=True,
             **kwargs,
