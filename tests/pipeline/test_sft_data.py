@@ -37,7 +37,7 @@ from skillmaster.skills.tools import (
     validate_arguments,
 )
 from skillmaster.stages import run_stage
-from skillmaster.stages.sft import REVIEW_TOKEN_MARGIN
+from skillmaster.stages.sft_data import REVIEW_TOKEN_MARGIN
 from skillmaster.tables import SFT_SAMPLES
 from skillmaster.train.samples import build_sft_samples, collate
 

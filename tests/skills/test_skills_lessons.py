@@ -166,7 +166,7 @@ def test_each_bank_makes_its_call_the_right_one(examples):
 def test_targets_name_no_instances_and_fit_the_review_budget(examples, base_model_dir):
     from skillmaster.agent.tokens import encode_response
     from skillmaster.modeling import load_tokenizer
-    from skillmaster.stages.sft import REVIEW_TOKEN_MARGIN
+    from skillmaster.stages.sft_data import REVIEW_TOKEN_MARGIN
 
     tokenizer = load_tokenizer(base_model_dir)
     budget = load_config(REPO / "params.yaml").review.max_new_tokens - REVIEW_TOKEN_MARGIN

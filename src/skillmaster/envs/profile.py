@@ -70,7 +70,7 @@ class WalkthroughKit:
     """What an environment whose suite has expert walkthroughs offers the generic code.
 
     ``milestones``/``milestone_hits``: the progress score and dense reward
-    (:mod:`skillmaster.rollout.progress`); the rest: the cold start (``stages/sft.py``).
+    (:mod:`skillmaster.rollout.progress`); the rest: the cold start (``stages/sft_data.py``).
     """
 
     milestones: Callable[[Sequence[str]], Sequence[Any]]

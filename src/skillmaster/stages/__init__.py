@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 STAGE_MODULES: dict[str, str] = {
     "model": "model",
     "bank-init": "bank",
-    "sft-data": "sft",
+    "sft-data": "sft_data",
     "sft": "sft",
     "collect": "collect",
     "review": "review",
