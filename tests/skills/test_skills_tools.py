@@ -18,6 +18,7 @@ from skillmaster.skills.tools import (
     review_stats,
     score_review,
     shaping_reward,
+    validate_arguments,
 )
 
 _BANK = Bank(general_skills=(Skill(skill_id="g1", title="t", principle="p"),))  # for hypothesis
@@ -501,3 +502,28 @@ def test_review_shares_count_tools_and_valid_edits():
         out["valid_keep_share"] == 0.2 and out["valid_call_share"] == 0.6 and out["parse_error_share"] == 0.2
     )
     assert review_shares([], [])["valid_edit_share"] == 0.0
+
+
+# --------------------------------------------------------------------------- written forms of a category
+@pytest.mark.parametrize(
+    ("written", "task", "stored"),
+    [("General", "heat", "general"), ("Heat", "heat", "heat"), (" HEAT ", "heat", "heat"),
+     ("Pick and place", "pick_and_place", "pick_and_place"), ("pick-and-place", "pick_and_place", "pick_and_place")],
+)  # fmt: skip
+def test_a_category_in_another_case_or_spacing_is_that_category(written, task, stored):
+    args, problem = validate_arguments("propose_skill", _args(category=written), task)
+    assert problem == "" and args.category == stored
+
+
+def test_another_category_is_still_wrong_whatever_its_case():
+    args, problem = validate_arguments("propose_skill", _args(category="Cool"), "heat")
+    assert args is None and "category must be 'heat'" in problem
+
+
+def test_an_argument_name_with_stray_spaces_is_that_argument():
+    args = _args()
+    args[" evidence"] = args.pop("evidence")
+    ok, problem = validate_arguments("propose_skill", args, "heat")
+    assert problem == "" and ok.evidence == "The agent left too early."
+    clash = {**_args(), " evidence": "again"}  # both forms: not guessed, an unknown name
+    assert validate_arguments("propose_skill", clash, "heat")[0] is None

@@ -104,7 +104,13 @@ class ProposeSkill(ToolArguments):
     @classmethod
     def _own_category_or_general(cls, value: str, info: ValidationInfo) -> str:
         own = (info.context or {}).get("category")
-        if own is not None and value not in (own, GENERAL):
+        # a category is a closed lower-case name: "General" and "Pick and place" are written forms
+        # of "general" and "pick_and_place", not other categories
+        folded = re.sub(r"[\s-]+", "_", value.lower())
+        for name in (own, GENERAL):
+            if name is not None and folded == name:
+                return name
+        if own is not None:
             raise PydanticCustomError(
                 "wrong_category",
                 "category must be {own} or 'general' (got {got})",
@@ -168,6 +174,9 @@ def validate_arguments(name: str, args: Mapping[str, Any], category: str) -> tup
     non-empty strings, then a proposal's category that is neither ``category`` (the task's) nor
     ``"general"``.
     """
+    stripped = {k.strip() if isinstance(k, str) else k: v for k, v in args.items()}
+    if len(stripped) == len(args):  # " evidence" is the argument evidence (when no other key clashes)
+        args = stripped
     try:
         return TOOLS[name].model_validate(args, context={"category": category}), ""
     except ValidationError as err:
