@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from skillmaster.config import ShapingConfig, load_config
+from skillmaster.envs.alfworld.games import FAMILY_CATEGORY
 from skillmaster.envs.alfworld.lessons import BOOK, lesson_for
 from skillmaster.envs.knowledge import Finding
 from skillmaster.skills.bank import GENERAL, Bank, empty_bank, iter_skills
@@ -37,14 +38,7 @@ from skillmaster.skills.store import load_bank
 from skillmaster.skills.tools import parse_tool_call, score_review
 
 REPO = Path(__file__).resolve().parents[2]
-FAMILIES = {
-    "pick_and_place_simple": "pick_and_place",
-    "pick_two_obj_and_place": "pick_and_place",
-    "look_at_obj_in_light": "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep": "clean",
-    "pick_heat_then_place_in_recep": "heat",
-    "pick_cool_then_place_in_recep": "cool",
-}
+FAMILIES = FAMILY_CATEGORY
 VERB = {"clean": "clean", "heat": "heat", "cool": "cool"}
 
 
