@@ -241,6 +241,13 @@ class ReviewConfig(Section):
     """Review prompt: ``method`` = METHOD.md §5's rules; ``released`` adds the released code's cues
     (failure evidence such as an action repeated after "Nothing happens." is a reason to edit,
     success on an unstated tactic too) and a filled-in reply template per tool."""
+    constrained: bool = False
+    """Decode the review reply under the tools' grammar (structured outputs: xgrammar on either
+    engine): ``<think>…</think>`` and one call of a known tool with exactly its arguments, a
+    proposal's category the task's or "general", an update's target a shown skill's title. Replies
+    then always parse; what the call does is still scored as usual. The sampled tokens come from the
+    policy's distribution restricted to the grammar. Not in the paper (free text). params.yaml
+    (CPU): true."""
     shaping: ShapingConfig = ShapingConfig()
 
 

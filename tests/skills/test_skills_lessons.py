@@ -172,6 +172,19 @@ def test_targets_name_no_instances_and_fit_the_review_budget(examples, base_mode
     assert longest <= budget, longest
 
 
+def test_every_target_is_a_reply_the_tools_grammar_admits(examples):
+    """With ``review.constrained`` the policy decodes under this grammar: the targets it learnt in
+    SFT must be replies the grammar allows on their own prompts (category, shown skills)."""
+    xgr_testing = pytest.importorskip("xgrammar.testing")
+    from skillmaster.skills.tools import review_grammar
+
+    for name, family, finding, kind, ex in examples:
+        category = FAMILIES[family]
+        titles = [s.title for s in shown(ex.bank, category)[0]]
+        grammar = review_grammar(category, titles)
+        assert xgr_testing._is_grammar_accept_string(grammar, ex.reply), (name, family, finding.kind, kind)
+
+
 def test_wording_varies():
     bank = empty_bank(["clean"])
     replies = {

@@ -5,8 +5,10 @@ engine object with the same surface:
 
 - ``tokenizer``: the Hugging Face tokenizer of the policy (prompts are encoded by
   :func:`skillmaster.agent.tokens.encode_prompt`, so both engines see the same token ids);
-- ``generate(prompts, *, max_new_tokens, temperature, top_p, stop, seed, seeds)`` →
-  ``list[Generation]``, one reply per ``(prompt_text, prefix_chars)``, in order;
+- ``generate(prompts, *, max_new_tokens, temperature, top_p, stop, seed, seeds, grammars)`` →
+  ``list[Generation]``, one reply per ``(prompt_text, prefix_chars)``, in order; ``grammars``
+  optionally constrains each reply to an EBNF grammar (structured outputs: vLLM's own, xgrammar's
+  matcher on transformers);
 - ``stats`` (:class:`GenerationStats`), ``engine`` (its name), ``update(weights_dir)`` (serve new
   weights) and ``close()``.
 
@@ -84,6 +86,15 @@ def default_seeds(n: int, seed: int | None, seeds) -> list[int]:
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} prompts")
     return [int(s) % (2**63) for s in seeds]
+
+
+def check_grammars(n: int, grammars) -> list[str | None]:
+    """Per-prompt grammars: ``grammars`` as given (one per prompt), else none."""
+    if grammars is None:
+        return [None] * n
+    if len(grammars) != n:
+        raise ValueError(f"{len(grammars)} grammars for {n} prompts")
+    return list(grammars)
 
 
 def finish_reply(

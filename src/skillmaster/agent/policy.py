@@ -14,6 +14,7 @@ same greedy outputs in fp32 (tested).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,11 +23,18 @@ from pathlib import Path
 
 import torch
 
-from skillmaster.agent.generation import Generation, GenerationStats, default_seeds, finish_reply
+from skillmaster.agent.generation import (
+    Generation,
+    GenerationStats,
+    check_grammars,
+    default_seeds,
+    finish_reply,
+)
 from skillmaster.agent.tokens import encode_prompt
 from skillmaster.config import ModelConfig
+from skillmaster.errors import ConfigError
 
-__all__ = ["Generation", "GenerationStats", "Policy", "RowSeededSampler", "TailStop"]
+__all__ = ["Generation", "GenerationStats", "GrammarMask", "Policy", "RowSeededSampler", "TailStop"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,55 @@ class RowSeededSampler:
             scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         u = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
         return scores + (-torch.log(-torch.log(u.clamp_min(1e-20)))).to(scores.device)
+
+
+class GrammarMask:
+    """A logits processor that keeps each constrained row inside its EBNF grammar (xgrammar's
+    matcher, as vLLM's structured outputs do): tokens the grammar cannot take next get -inf. Rows
+    without a grammar, and rows whose matcher has finished or rejected the last token (a row that
+    already stopped is padded), are left as they are. Runs before :class:`RowSeededSampler`."""
+
+    def __init__(self, tokenizer, vocab_size: int, grammars: Sequence[str | None]):
+        try:
+            import xgrammar as xgr
+        except ImportError as exc:  # installed with vLLM
+            raise ConfigError(
+                "review.constrained needs xgrammar (`pip install --no-deps xgrammar==0.2.8`; "
+                "`make install` installs it with vLLM)"
+            ) from exc
+        self.xgr = xgr
+        compiler = _grammar_compiler(tokenizer, vocab_size)
+        self.matchers = [xgr.GrammarMatcher(compiler.compile_grammar(g)) if g else None for g in grammars]
+        self.done = [m is None for m in self.matchers]
+        self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)
+        self.started = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows = [i for i, m in enumerate(self.matchers) if m is not None and not self.done[i]]
+        if self.started:
+            for i in rows:
+                m = self.matchers[i]
+                if not m.accept_token(int(input_ids[i, -1])) or m.is_terminated():
+                    self.done[i] = True
+        self.started = True
+        rows = [i for i in rows if not self.done[i]]
+        if not rows:
+            return scores
+        self.xgr.reset_token_bitmask(self.bitmask)
+        for i in rows:
+            self.matchers[i].fill_next_token_bitmask(self.bitmask, i)
+        masked = scores[rows].float().cpu()
+        self.xgr.apply_token_bitmask_inplace(masked, self.bitmask[rows])
+        scores = scores.clone()
+        scores[rows] = masked.to(scores.device, scores.dtype)
+        return scores
+
+
+@functools.cache
+def _grammar_compiler(tokenizer, vocab_size: int):
+    import xgrammar as xgr
+
+    return xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size))
 
 
 class TailStop:
@@ -173,13 +230,16 @@ class Policy:
         stop: str | None = "</action>",
         seed: int | None = None,
         seeds: Sequence[int] | None = None,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[Generation]:
         """Generate one reply per ``(prompt_text, prefix_chars)``, in order, in batches.
 
         Sampling is seeded per prompt: ``seeds`` gives each prompt its own seed (a reply then
         depends on its prompt and seed only); without it, prompt ``i`` gets ``seed + i``.
+        ``grammars``: per prompt, an EBNF grammar the reply must follow (:class:`GrammarMask`), or None.
         """
         seeds = default_seeds(len(prompts), seed, seeds)
+        grammars = check_grammars(len(prompts), grammars)
         parts = [encode_prompt(self.tokenizer, text, n) for text, n in prompts]
 
         # Length buckets: prompts are chunked in order of their (suffix) length, so a chunk's left
@@ -202,13 +262,14 @@ class Policy:
                 top_p,
                 stop,
                 [seeds[i] for i in chunk],
+                [grammars[i] for i in chunk],
             )
             for i, reply in zip(chunk, replies, strict=True):
                 out[i] = reply
         return out  # type: ignore[return-value]
 
     def _generate_batch(
-        self, prompts, parts, max_new_tokens, temperature, top_p, stop, seeds
+        self, prompts, parts, max_new_tokens, temperature, top_p, stop, seeds, grammars
     ) -> list[Generation]:
         import time
 
@@ -240,12 +301,16 @@ class Policy:
             top_p=None,
             top_k=None,
         )
+        processors: list = []
+        if any(grammars):
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            processors.append(GrammarMask(tok, vocab, grammars))
         if temperature > 0:  # sampled per row (see RowSeededSampler); greedy otherwise
+            processors.append(RowSeededSampler(seeds, temperature, top_p))
+        if processors:
             from transformers import LogitsProcessorList
 
-            gen_kwargs["logits_processor"] = LogitsProcessorList(
-                [RowSeededSampler(seeds, temperature, top_p)]
-            )
+            gen_kwargs["logits_processor"] = LogitsProcessorList(processors)
         if stop:
             from transformers import StoppingCriteriaList
 

@@ -25,7 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skillmaster.agent.generation import Generation, GenerationStats, default_seeds, finish_reply
+from skillmaster.agent.generation import (
+    Generation,
+    GenerationStats,
+    check_grammars,
+    default_seeds,
+    finish_reply,
+)
 from skillmaster.agent.tokens import encode_prompt
 from skillmaster.config import ModelConfig, VllmConfig
 
@@ -140,18 +146,23 @@ class VllmPolicy:
         seed: int | None = None,
         seeds: Sequence[int] | None = None,
         logprobs: bool = False,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[Generation]:
         """Generate one reply per ``(prompt_text, prefix_chars)``, in order (one engine call).
 
         Sampling is seeded per prompt: ``seeds`` gives each prompt its own seed; without it, prompt
-        ``i`` gets ``seed + i``. ``logprobs`` adds each kept token's log-probability.
+        ``i`` gets ``seed + i``. ``logprobs`` adds each kept token's log-probability (raw, before any
+        grammar mask). ``grammars``: per prompt, an EBNF grammar the reply must follow (vLLM
+        structured outputs), or None.
         """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import StructuredOutputsParams
 
         if not prompts:
             return []
         seeds = default_seeds(len(prompts), seed, seeds)
+        grammars = check_grammars(len(prompts), grammars)
         t0 = time.perf_counter()
         ids = [p + s for p, s in (encode_prompt(self.tokenizer, text, n) for text, n in prompts)]
         params = [
@@ -164,8 +175,9 @@ class VllmPolicy:
                 stop=[stop] if stop else None,
                 include_stop_str_in_output=True,
                 logprobs=0 if logprobs else None,
+                structured_outputs=StructuredOutputsParams(grammar=g) if g else None,
             )
-            for s in seeds
+            for s, g in zip(seeds, grammars, strict=True)
         ]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=False)
         results = []

@@ -167,6 +167,61 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
 """JSON schemas of the tools, for chat templates that take ``tools=`` (e.g. Qwen)."""
 
 
+_GRAMMAR_TEXT = (
+    '"\\"" (text_first | text_tag) (text_char | text_tag)* "\\""',
+    r'text_first ::= [^"\\<\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]',
+    r'text_char ::= [^"\\<\x00-\x1f]',
+    r'text_tag ::= "<" [^/"\\\x00-\x1f]',
+)
+"""A tool argument in the review grammar: a JSON string that starts with a visible character (an
+argument must not be blank), without escapes or control characters (JSON forbids them raw), where
+a ``<`` never opens a closing tag (so ``</tool_call>`` cannot occur inside; ``<object>`` can)."""
+
+
+def _ebnf_literal(text: str) -> str:
+    """``text`` as an EBNF string literal (xgrammar's GBNF dialect)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def review_grammar(category: str, skill_titles: Iterable[str]) -> str:
+    """The EBNF grammar of a well-formed review reply for a task of ``category`` (``review.constrained``).
+
+    ``<think>…</think>`` then one ``<tool_call>`` whose JSON names one of :data:`TOOLS` with exactly
+    its arguments, in order, each a non-empty string; a proposal's ``category`` is ``category`` or
+    ``"general"``, an update's ``skill_id`` one of ``skill_titles`` (the titles the review may
+    revise). What the grammar admits parses back to a valid call (tested); whether it duplicates or
+    adds anything is still decided by :func:`score_review`. Used as structured-output constraint
+    by both engines (vLLM ``StructuredOutputsParams(grammar=…)``, xgrammar on transformers).
+    """
+    titles = sorted({t for t in skill_titles if t.strip()})
+    values = {
+        "category": " | ".join(_ebnf_literal(json.dumps(c)) for c in dict.fromkeys((category, GENERAL))),
+        "skill_id": " | ".join(_ebnf_literal(json.dumps(t, ensure_ascii=False)) for t in titles),
+    }
+    rules, calls = [], []
+    for name, args in TOOL_ARGS.items():
+        if name == "update_skill" and not titles:
+            continue
+        parts = [_ebnf_literal(f'"{name}", "arguments": {{')]
+        for i, arg in enumerate(args):
+            sep = ", " if i else ""
+            parts.append(_ebnf_literal(f'{sep}"{arg}": '))
+            parts.append(f"v_{arg}" if arg in values else "text")
+        parts.append(_ebnf_literal("}"))
+        rules.append(f"{name} ::= " + " ".join(parts))
+        calls.append(name)
+    lines = [
+        'root ::= "<think>" think "</think><tool_call>{\\"name\\": " call "}</tool_call>"',
+        "think ::= [^<>]+",
+        "call ::= " + " | ".join(calls),
+        *rules,
+        *(f"v_{k} ::= {v}" for k, v in values.items() if v),
+        f"text ::= {_GRAMMAR_TEXT[0]}",
+        *_GRAMMAR_TEXT[1:],
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def validate_arguments(name: str, args: Mapping[str, Any], category: str) -> tuple[ToolArguments | None, str]:
     """``(arguments, "")`` when ``args`` fit tool ``name`` exactly, else ``(None, reason)`` (→ ``invalid_arguments``).
 

@@ -48,6 +48,19 @@ def review_prompts(
     return prompts
 
 
+def review_grammars(trajs: pl.DataFrame, bank) -> list[str]:
+    """The tools' grammar for each trajectory's review (``review.constrained``): its category, and
+    the titles of the skills it was shown as update targets."""
+    from skillmaster.skills.bank import iter_skills
+    from skillmaster.skills.tools import review_grammar
+
+    titles = {s.skill_id: s.title for _, s in iter_skills(bank)}
+    return [
+        review_grammar(t["category"], [titles[i] for i in t["skills_shown"] or [] if i in titles])
+        for t in trajs.iter_rows(named=True)
+    ]
+
+
 CONTRACT = StageContract(
     name="review",
     settings=("seed", "env.name", "model", "review", "rollout.top_p", "rollout.engine", "sft.enabled"),
@@ -88,6 +101,7 @@ def review_stage(ctx: StageContext) -> dict:
         top_p=cfg.rollout.top_p,
         stop="</tool_call>",
         seeds=[derive_seed(cfg.seed, "review", it, t) for t in trajs["traj_id"]],
+        grammars=review_grammars(trajs, bank) if cfg.review.constrained else None,
     )
     rows = []
     for t, (prompt, prefix_chars), gen in zip(trajs.iter_rows(named=True), prompts, gens, strict=True):
