@@ -245,9 +245,10 @@ class ReviewConfig(Section):
     """Decode the review reply under the tools' grammar (structured outputs: xgrammar on either
     engine): ``<think>…</think>`` and one call of a known tool with exactly its arguments, a
     proposal's category the task's or "general", an update's target a shown skill's title. A reply
-    that ends within ``max_new_tokens`` then always parses; what the call does is still scored as usual. The sampled tokens come from the
-    policy's distribution restricted to the grammar. Not in the paper (free text). params.yaml
-    (CPU): true."""
+    that ends within ``max_new_tokens`` then always parses; what the call does is scored as usual.
+    The sampled tokens come from the policy's distribution restricted to the grammar. Without
+    xgrammar (it comes with vLLM) the review decodes free text, with a one-line notice. Not in the
+    paper (free text). params.yaml (CPU): true."""
     shaping: ShapingConfig = ShapingConfig()
 
 

@@ -55,6 +55,7 @@ def review_prompts(tokenizer, bank):
 @pytest.fixture(scope="module", params=["hf", "vllm"])
 def engine(request, base_model_dir):
     if request.param == "hf":
+        pytest.importorskip("xgrammar")  # installed with vLLM
         from skillmaster.agent.policy import Policy
 
         yield Policy.load(base_model_dir, ModelConfig(dtype="bfloat16", device="cpu"), max_batch_size=8)
@@ -99,3 +100,14 @@ def test_the_grammar_binds_only_its_own_prompt(engine, repo_root):
     mixed = engine.generate([prompt, other], grammars=[grammar, None], **kw)
     assert mixed[1].token_ids == free[1].token_ids
     assert mixed[0].text.startswith("<think>")
+
+
+def test_without_xgrammar_the_review_decodes_free_text_with_a_notice(monkeypatch, caplog):
+    from skillmaster.agent import generation
+    from skillmaster.stages.review import constrained_decoding
+
+    assert constrained_decoding(False) is False
+    monkeypatch.setattr(generation, "xgrammar_installed", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert constrained_decoding(True) is False
+    assert "xgrammar is not installed" in caplog.text

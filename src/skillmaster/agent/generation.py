@@ -143,6 +143,11 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def xgrammar_installed() -> bool:
+    """Grammar-constrained decoding (``grammars=``) is available on both engines."""
+    return importlib.util.find_spec("xgrammar") is not None
+
+
 def resolve_engine(name: str) -> str:
     """``rollout.engine`` → the engine to use: ``auto`` is vLLM when installed, else transformers
     (with a one-line notice); ``vllm`` without vLLM installed is an error."""

@@ -8,6 +8,8 @@ here; the counterfactual stage decides what is committed.
 
 from __future__ import annotations
 
+import logging
+
 import polars as pl
 
 from skillmaster.agent.prompts import PromptParts, apply_chat_template
@@ -16,6 +18,8 @@ from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import check_collection, load_bank_at, load_policy, write_metrics
 from skillmaster.stages.contract import StageContract
 from skillmaster.tables import REVIEWS, STEPS, TRAJECTORIES
+
+log = logging.getLogger(__name__)
 
 
 def review_prompts(
@@ -46,6 +50,16 @@ def review_prompts(
         )
         prompts.append(apply_chat_template(tokenizer, PromptParts(review.system, "", review.user)))
     return prompts
+
+
+def constrained_decoding(wanted: bool) -> bool:
+    """``review.constrained``, where xgrammar is installed; else free text with a one-line notice."""
+    from skillmaster.agent.generation import xgrammar_installed
+
+    if wanted and not xgrammar_installed():
+        log.warning("review.constrained is on but xgrammar is not installed; review replies are free text")
+        return False
+    return wanted
 
 
 def review_grammars(trajs: pl.DataFrame, bank) -> list[str]:
@@ -101,7 +115,7 @@ def review_stage(ctx: StageContext) -> dict:
         top_p=cfg.rollout.top_p,
         stop="</tool_call>",
         seeds=[derive_seed(cfg.seed, "review", it, t) for t in trajs["traj_id"]],
-        grammars=review_grammars(trajs, bank) if cfg.review.constrained else None,
+        grammars=review_grammars(trajs, bank) if constrained_decoding(cfg.review.constrained) else None,
     )
     rows = []
     for t, (prompt, prefix_chars), gen in zip(trajs.iter_rows(named=True), prompts, gens, strict=True):
