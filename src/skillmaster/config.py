@@ -228,8 +228,9 @@ class ReviewConfig(Section):
     enabled: bool = True
     """Run the trajectory-informed review turn (off = static skills / GRPO baselines)."""
     max_new_tokens: int = Field(default=512, ge=1)
-    """Budget of the review reply (the paper shares the action turns' 512). params.yaml (CPU): 256,
-    above the longest synthesised edit target (220 tokens) with margin."""
+    """Budget of the review reply (the paper shares the action turns' 512). params.yaml (CPU): 384,
+    above the longest synthesised edit target (220 tokens) and room for a call within the
+    constrained grammar's length bounds (measured: 4 of 48 sampled replies still ran out)."""
     temperature: float = Field(default=1.0, ge=0.0)
     history_steps: int = Field(default=12, ge=0)
     """Last steps of the episode shown in the review prompt (METHOD.md §5: 12)."""
@@ -244,8 +245,10 @@ class ReviewConfig(Section):
     constrained: bool = False
     """Decode the review reply under the tools' grammar (structured outputs: xgrammar on either
     engine): ``<think>…</think>`` and one call of a known tool with exactly its arguments, a
-    proposal's category the task's or "general", an update's target a shown skill's title. A reply
-    that ends within ``max_new_tokens`` then always parses; what the call does is scored as usual.
+    proposal's category the task's or "general", an update's target a shown skill's title; the think
+    text and each argument bounded in length (``skills.tools.GRAMMAR_*_CHARS``), so a rambling reply
+    must close. A reply that ends within ``max_new_tokens`` then always parses; what the call does
+    is scored as usual.
     The sampled tokens come from the policy's distribution restricted to the grammar. Without
     xgrammar (it comes with vLLM) the review decodes free text, with a one-line notice. Not in the
     paper (free text). params.yaml (CPU): true."""

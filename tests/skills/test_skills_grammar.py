@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from skillmaster.config import ShapingConfig
 from skillmaster.skills.bank import Bank, Skill
-from skillmaster.skills.tools import EDIT_STATUSES, TOOL_ARGS, review_grammar, score_review
+from skillmaster.skills.tools import (
+    EDIT_STATUSES,
+    GRAMMAR_ARGUMENT_CHARS,
+    GRAMMAR_THINK_CHARS,
+    TOOL_ARGS,
+    review_grammar,
+    score_review,
+)
 
 xgr_testing = pytest.importorskip("xgrammar.testing")
 
@@ -47,6 +54,24 @@ def test_well_formed_calls_of_every_tool_are_admitted():
     assert admits(g, reply("propose_skill", **{**PROPOSE, "category": "general"}))
     assert admits(g, reply("update_skill", **UPDATE))
     assert admits(g, reply("keep_skill", reason="Use 'move <object> to <receptacle>' {as shown}."))
+
+
+def test_think_and_arguments_are_bounded_so_a_rambling_reply_must_close():
+    """A 135M policy at T = 1 rambles; the bounds make the grammar close the think and each value."""
+    g = review_grammar("clean", TITLES)
+    assert admits(g, reply("keep_skill", think="x" * GRAMMAR_THINK_CHARS, reason="Covered."))
+    assert not admits(g, reply("keep_skill", think="x" * (GRAMMAR_THINK_CHARS + 1), reason="Covered."))
+    for arg in ("title", "principle", "when_to_apply", "evidence"):
+        limit = GRAMMAR_ARGUMENT_CHARS[arg]
+        assert admits(g, reply("propose_skill", **{**PROPOSE, arg: "y" * limit})), arg
+        assert not admits(g, reply("propose_skill", **{**PROPOSE, arg: "y" * (limit + 1)})), arg
+    limit = GRAMMAR_ARGUMENT_CHARS["reason"]
+    assert admits(g, reply("keep_skill", reason="z" * limit))
+    assert not admits(g, reply("keep_skill", reason="z" * (limit + 1)))
+    tags = "Use 'move <object> to <receptacle>'"  # up to two `<` after the first character
+    assert admits(g, reply("keep_skill", reason=tags))
+    assert admits(g, reply("keep_skill", reason="<a" + "z" * (limit - 1) + "<b" + "z" * (limit - 1)))
+    assert not admits(g, reply("keep_skill", reason=tags + " <x>"))
 
 
 @pytest.mark.parametrize(
