@@ -97,16 +97,12 @@ def config_sets(
     """Print an overlay as `-S key=value` flags for `dvc exp run`."""
     import shlex
 
-    import yaml
-
-    from skillmaster.config import flatten, load_config, read_yaml
+    from skillmaster.config import load_config
+    from skillmaster.experiment import set_flags
 
     load_config(params, overlays=[overlay])  # validate first
-    flags = []
-    for key, value in flatten(read_yaml(overlay)).items():
-        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        flags.append(f"-S {shlex.quote(f'{key}={text}')}")
-    typer.echo(" ".join(flags))
+    flags = set_flags([overlay])
+    typer.echo(" ".join(f"-S {shlex.quote(value)}" for value in flags[1::2]))
 
 
 # --------------------------------------------------------------------------- model
@@ -253,6 +249,9 @@ app.add_typer(pipeline_app, name="pipeline")
 from skillmaster.compare import compare_cmd  # noqa: E402
 
 app.command("compare")(compare_cmd)
+from skillmaster.experiment import experiment_cmd  # noqa: E402
+
+app.command("experiment")(experiment_cmd)
 
 
 def _terminate(signum, frame) -> None:

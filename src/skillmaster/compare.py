@@ -319,8 +319,41 @@ def compare_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-S", help="Override one setting: KEY=VALUE.")
     ] = None,
+    evals: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--evals",
+            help="Compare evaluation folders (`skillmaster eval --out`) instead of MLflow runs: per family, "
+            "overall with 95% interval, invalid actions, steps of wins, paired test (repeatable; a folder of "
+            "folders is expanded).",
+        ),
+    ] = None,
+    reference: Annotated[
+        str,
+        typer.Option(help="With --evals: the row every other row is paired against (McNemar, same games)."),
+    ] = "skillmaster",
+    condition: Annotated[
+        str, typer.Option(help="With --evals --plot: the condition to plot (skills or no-skills).")
+    ] = "skills",
 ) -> None:
-    """Compare the MLflow runs of the experiment: success (overall, per family), bank size, ..."""
+    """Compare the MLflow runs of the experiment (success overall and per family, bank size, ...), or
+    with --evals the evaluations of the experiment's rows game by game."""
+    if evals:
+        from skillmaster.evaluations import (
+            evaluation_table,
+            family_bar_plot,
+            format_evaluation_table,
+            load_evaluations,
+            records_json,
+        )
+
+        records = evaluation_table(load_evaluations(evals), reference)
+        if plot is not None:
+            family_bar_plot(plot, records, condition)
+        typer.echo(records_json(records) if json_ else format_evaluation_table(records, reference))
+        if plot is not None:
+            typer.echo(f"wrote {plot}", err=json_)
+        return
     from skillmaster.runtime import configure_environment, project_root
 
     root = project_root(params.resolve().parent)

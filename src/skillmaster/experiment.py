@@ -1,0 +1,242 @@
+"""``skillmaster experiment``: the method against its baselines, one row at a time, resumable.
+
+Each row is one DVC experiment (``dvc exp run --name <prefix>-<row> -S …``: the shared experiment
+overlay's values, then the row's baseline overlay, so every row spends the same budget) followed by
+two evaluations of its final policy on every game of the split (``skillmaster eval --all``), with
+the skills shown and without, into ``<out>/<row>/skills`` and ``<out>/<row>/no-skills``. ``base``
+and ``sft`` are evaluation-only rows (the base model; the cold start, ``dvc exp run … sft``).
+``skillmaster compare --evals <out>`` then prints the table with intervals and paired tests.
+
+Between rows ``params.yaml`` is restored from the snapshot taken before the first row
+(``<out>/params.before.yaml``): ``dvc exp run -S`` leaves its values in ``params.yaml``, and a row
+must not inherit the previous row's. A step whose output exists is skipped, so after a crash or a
+stop the same command goes on where it was (DVC's run cache restores finished stages too).
+
+:func:`plan` is pure (tested); :func:`run_plan` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skillmaster.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    overlay: str | None = None
+    """Baseline overlay stacked on the experiment overlay (None: the experiment's own settings)."""
+    train: bool = True
+    """Run the RL iterations (False: evaluate the base model or the SFT policy only)."""
+    checkpoint: str | None = "final"
+    """``final``: the last iteration's policy; ``sft``: models/sft; None: the base model."""
+    evolving_bank: bool = True
+    """Show the last iteration's bank (False: the seed bank, for rows that never edit it)."""
+
+
+ROWS: tuple[Row, ...] = (
+    Row("base", train=False, checkpoint=None, evolving_bank=False),
+    Row("sft", train=False, checkpoint="sft", evolving_bank=False),
+    Row("grpo", "configs/baseline-grpo.yaml", evolving_bank=False),
+    Row("static-skills", "configs/baseline-static-skills.yaml", evolving_bank=False),
+    Row("no-cf", "configs/baseline-no-counterfactual.yaml"),
+    Row("merged-adv", "configs/baseline-merged-advantage.yaml"),
+    Row("skillmaster"),
+)
+"""The rows of the paper's table (METHOD.md §7), in its order."""
+
+
+@dataclass(frozen=True)
+class Step:
+    row: str
+    kind: str
+    """``train`` (a DVC experiment), ``apply`` (``dvc exp apply``: the row's outputs back into the
+    workspace before its evaluations) or ``eval-skills`` / ``eval-no-skills``."""
+    argv: tuple[str, ...]
+    done_marker: Path
+    """Exists when the step has finished (then it is skipped)."""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def select_rows(names: Sequence[str] | None) -> list[Row]:
+    if not names:
+        return list(ROWS)
+    known = {r.name: r for r in ROWS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown experiment row(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def set_flags(overlays: Sequence[Path]) -> list[str]:
+    """The overlays' values as ``dvc exp run`` arguments (``-S``, ``KEY=VALUE`` …), later files winning."""
+    import yaml
+
+    from skillmaster.config import flatten, read_yaml
+
+    merged: dict = {}
+    for overlay in overlays:
+        merged.update(flatten(read_yaml(overlay)))
+    flags = []
+    for key, value in merged.items():
+        flags += [
+            "-S",
+            f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
+        ]
+    return flags
+
+
+def plan(
+    rows: Sequence[Row],
+    *,
+    overlay: Path,
+    out: Path,
+    iterations: int,
+    seed_bank: str,
+    split: str = "valid_seen",
+    sets_of: Callable[[Sequence[Path]], list[str]],
+    prefix: str = "exp",
+) -> list[Step]:
+    """The steps of the experiment, in order: per row its DVC experiment (when it trains) and its two
+    evaluations. ``sets_of(overlay_files)`` → the ``-S KEY=VALUE`` arguments of those overlays."""
+    steps: list[Step] = []
+    final = f"iter_{iterations:03d}"
+    for row in rows:
+        overlays = [overlay] + ([Path(row.overlay)] if row.overlay else [])
+        folder = out / row.name
+        if row.train or row.checkpoint == "sft":
+            targets = [] if row.train else ["sft"]
+            steps.append(
+                Step(
+                    row.name,
+                    "train",
+                    ("dvc", "exp", "run", "--name", f"{prefix}-{row.name}", *sets_of(overlays), *targets),
+                    folder / "train.json",
+                )
+            )
+        if row.train or row.checkpoint == "sft":
+            steps.append(
+                Step(
+                    row.name,
+                    "apply",
+                    ("dvc", "exp", "apply", f"{prefix}-{row.name}"),
+                    folder / "no-skills" / "metrics.json",
+                )
+            )
+        checkpoint = {"final": f"models/policy/{final}", "sft": "models/sft", None: None}[row.checkpoint]
+        bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
+        for condition in ("skills", "no-skills"):
+            argv = ["skillmaster", "eval", "--split", split, "--all", "--out", str(folder / condition)]
+            argv += [a for o in overlays for a in ("-o", str(o))]
+            if checkpoint:
+                argv += ["--checkpoint", checkpoint]
+            argv += ["--bank", bank] if condition == "skills" else ["--no-skills"]
+            steps.append(
+                Step(row.name, f"eval-{condition}", tuple(argv), folder / condition / "metrics.json")
+            )
+    return steps
+
+
+def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> None:
+    """Run the steps that have not finished, restoring ``params`` before each DVC experiment and at the end."""
+    from skillmaster.io import atomic_write_text
+
+    snapshot = out / "params.before.yaml"
+    if not snapshot.exists():  # the first start; a resumed run keeps the first snapshot
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(snapshot, params.read_text())
+    try:
+        for i, step in enumerate(steps, 1):
+            if step.done_marker.exists():
+                echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: done, skipped")
+                continue
+            echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: {step.shell()}")
+            if step.kind == "train":
+                shutil.copyfile(snapshot, params)
+            started = time.time()
+            result = subprocess.run(step.argv, check=False)
+            if result.returncode != 0:
+                raise DataError(
+                    f"experiment row '{step.row}' ({step.kind}) failed with exit code {result.returncode}; "
+                    "rerun the same command to go on from this step"
+                )
+            seconds = time.time() - started
+            if step.kind == "train":
+                atomic_write_text(
+                    step.done_marker,
+                    json.dumps({"command": step.shell(), "seconds": round(seconds, 1)}, indent=2),
+                )
+            else:
+                times = step.done_marker.parent.parent / "times.json"
+                record = json.loads(times.read_text()) if times.exists() else {}
+                record[step.kind] = round(seconds, 1)
+                atomic_write_text(times, json.dumps(record, indent=2))
+            echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: {seconds / 60:.1f} min")
+    finally:
+        shutil.copyfile(snapshot, params)
+
+
+# --------------------------------------------------------------------------- command
+def experiment_cmd(
+    rows: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--row",
+            "-r",
+            help=f"Row(s) to run, in the table's order (default: all: {', '.join(r.name for r in ROWS)}).",
+        ),
+    ] = None,
+    overlay: Annotated[
+        Path, typer.Option("--overlay", "-o", help="The shared experiment overlay every row stacks on.")
+    ] = Path("configs/experiment-cpu.yaml"),
+    out: Annotated[Path, typer.Option(help="Folder of the rows' evaluations.")] = Path("results/experiment"),
+    split: Annotated[str, typer.Option(help="Evaluation split (every game of it).")] = "valid_seen",
+    prefix: Annotated[str, typer.Option(help="DVC experiment names: <prefix>-<row>.")] = "exp",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands, run nothing.")] = False,
+    params: Annotated[Path, typer.Option("--params", "-p", help="Settings file.")] = Path("params.yaml"),
+) -> None:
+    """Run the experiment: each row's DVC experiment, then its evaluations with and without skills
+    (resumable: finished steps are skipped). Then: skillmaster compare --evals <out>."""
+    from skillmaster.config import load_config
+
+    chosen = select_rows(rows)
+    if not overlay.exists():
+        raise ConfigError(f"experiment overlay {overlay} does not exist")
+    for row in chosen:
+        if row.overlay and not Path(row.overlay).exists():
+            raise ConfigError(f"row '{row.name}': overlay {row.overlay} does not exist")
+        load_config(
+            params, overlays=[overlay] + ([Path(row.overlay)] if row.overlay else [])
+        )  # validate all first
+    cfg = load_config(params, overlays=[overlay])
+    steps = plan(
+        chosen,
+        overlay=overlay,
+        out=out,
+        iterations=cfg.loop.iterations,
+        seed_bank=str(cfg.skills.seed_bank),
+        split=split,
+        sets_of=set_flags,
+        prefix=prefix,
+    )
+    if dry_run:
+        for step in steps:
+            state = "done" if step.done_marker.exists() else "todo"
+            typer.echo(f"# {step.row} {step.kind} ({state})\n{step.shell()}")
+        return
+    run_plan(steps, params=params, out=out, echo=typer.echo)
+    typer.echo(f"all rows done: skillmaster compare --evals {out}")

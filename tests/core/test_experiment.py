@@ -1,0 +1,124 @@
+"""``skillmaster experiment``: the plan of rows, and a resumable run that restores params.yaml."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from skillmaster.errors import ConfigError, DataError
+from skillmaster.experiment import ROWS, Step, plan, run_plan, select_rows, set_flags
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_set_flags_later_overlays_win(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("env:\n  max_steps: 30\nmethod: x\n")
+    b.write_text("method: grpo\nskills:\n  enabled: false\n")
+    assert set_flags([a, b]) == ["-S", "env.max_steps=30", "-S", "method=grpo", "-S", "skills.enabled=false"]
+
+
+def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_skills(tmp_path):
+    out = tmp_path / "exp"
+    steps = plan(
+        ROWS,
+        overlay=Path("configs/experiment-cpu.yaml"),
+        out=out,
+        iterations=2,
+        seed_bank="seed.json",
+        sets_of=lambda overlays: [str(o) for o in overlays],
+    )
+    by = {(s.row, s.kind): s for s in steps}
+    assert [s.kind for s in steps if s.row == "base"] == ["eval-skills", "eval-no-skills"]
+    base = by[("base", "eval-skills")].argv
+    assert "--checkpoint" not in base and base[base.index("--bank") + 1] == "seed.json"
+    assert by[("sft", "train")].argv[-1] == "sft"  # the cold start only
+    assert (
+        by[("sft", "eval-skills")].argv[by[("sft", "eval-skills")].argv.index("--checkpoint") + 1]
+        == "models/sft"
+    )
+    grpo = by[("grpo", "train")].argv
+    assert grpo[:5] == ("dvc", "exp", "run", "--name", "exp-grpo")
+    assert grpo[5:] == ("configs/experiment-cpu.yaml", "configs/baseline-grpo.yaml")  # shared, then the row's
+    assert by[("grpo", "eval-skills")].argv[-2:] == ("--bank", "seed.json")  # never edited
+    sm = by[("skillmaster", "eval-skills")].argv
+    assert sm[sm.index("--checkpoint") + 1] == "models/policy/iter_002"
+    assert sm[sm.index("--bank") + 1] == "data/banks/iter_002.json"
+    assert "--no-skills" in by[("skillmaster", "eval-no-skills")].argv
+    assert (
+        by[("skillmaster", "eval-no-skills")].done_marker
+        == out / "skillmaster" / "no-skills" / "metrics.json"
+    )
+    kinds = [s.kind for s in steps if s.row == "no-cf"]
+    assert kinds == ["train", "apply", "eval-skills", "eval-no-skills"]  # outputs back before evaluating
+    for row in ROWS:
+        if row.overlay:
+            assert (REPO / row.overlay).exists(), row
+
+
+def test_unknown_rows_are_one_clear_error():
+    assert [r.name for r in select_rows(["skillmaster", "grpo"])] == ["skillmaster", "grpo"]
+    with pytest.raises(ConfigError, match=r"unknown experiment row.*choose from base"):
+        select_rows(["skilmaster"])
+
+
+def py(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+def test_run_restores_params_between_rows_resumes_and_fails_in_one_sentence(tmp_path):
+    params, out = tmp_path / "params.yaml", tmp_path / "exp"
+    params.write_text("seed: 0\n")
+    marker = out / "a" / "skills" / "metrics.json"
+    steps = [
+        Step("a", "train", py(f"open({str(params)!r}, 'a').write('method: a\\n')"), out / "a" / "train.json"),
+        Step(
+            "a",
+            "eval-skills",
+            py(f"import os; os.makedirs({str(marker.parent)!r}); open({str(marker)!r}, 'w').write('{{}}')"),
+            marker,
+        ),
+        Step(
+            "b", "train", py(f"assert open({str(params)!r}).read() == 'seed: 0\\n'"), out / "b" / "train.json"
+        ),
+    ]
+    lines: list[str] = []
+    run_plan(steps, params=params, out=out, echo=lines.append)
+    assert params.read_text() == "seed: 0\n"  # restored after row a's experiment wrote into it
+    assert (out / "a" / "train.json").exists() and (out / "b" / "train.json").exists()
+    assert "eval-skills" in (out / "a" / "times.json").read_text()
+
+    lines.clear()
+    failing = Step("c", "train", py("raise SystemExit(3)"), out / "c" / "train.json")
+    with pytest.raises(DataError, match=r"row 'c' \(train\) failed with exit code 3; rerun"):
+        run_plan([*steps, failing], params=params, out=out, echo=lines.append)
+    assert sum("done, skipped" in line for line in lines) == 3  # finished steps are not run again
+    assert params.read_text() == "seed: 0\n"
+
+
+def test_dry_run_prints_every_command(tmp_path):
+    from skillmaster.cli import app
+
+    overlay = tmp_path / "exp.yaml"
+    overlay.write_text("env:\n  max_steps: 30\n")
+    result = CliRunner().invoke(
+        app,
+        [
+            "experiment",
+            "--dry-run",
+            "-o",
+            str(overlay),
+            "--out",
+            str(tmp_path / "x"),
+            "-r",
+            "grpo",
+            "-r",
+            "skillmaster",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "dvc exp run --name exp-grpo -S env.max_steps=30 -S method=grpo" in result.stdout
+    assert result.stdout.count("(todo)") == 8
