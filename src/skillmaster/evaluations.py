@@ -245,12 +245,9 @@ def family_bar_plot(path: Path, records: Sequence[Mapping[str, Any]], condition:
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
-    from skillmaster.io import atomic_write_bytes
-    from skillmaster.plots import label
+    from skillmaster.plots import label, save_png
 
     rows = [r for r in records if r["condition"] == condition]
     if not rows:
@@ -271,8 +268,4 @@ def family_bar_plot(path: Path, records: Sequence[Mapping[str, Any]], condition:
     ax.set_ylim(0, max(0.05, max(r["ci_high"] for r in rows) * 1.1))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path)

@@ -39,6 +39,17 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
+def save_png(fig, path: Path) -> Path:
+    """Lay out, write atomically as PNG, and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def line_plot(
     path: Path,
     rows: Sequence[dict],
@@ -71,8 +82,4 @@ def line_plot(
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path)
