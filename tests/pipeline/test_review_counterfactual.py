@@ -179,6 +179,9 @@ def test_review_table_matches_the_collection_and_shaping(run):
         assert m[f"reviews_{status}"] == n
     assert m["reviews_total"] == reviews.height
     assert m["mean_shaping"] == pytest.approx(float(reviews["shaping"].mean()))
+    from skillmaster.agent.generation import xgrammar_installed
+
+    assert m["constrained"] is (run.cfg.review.constrained and xgrammar_installed())
 
 
 def test_reviews_the_counterfactual_read_hold_an_edit(run):

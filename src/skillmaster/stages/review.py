@@ -108,6 +108,7 @@ def review_stage(ctx: StageContext) -> dict:
     policy = load_policy(ctx, it - 1)
     prompts = review_prompts(ctx, trajs, steps, policy.tokenizer)
     gen_seconds = policy.stats.seconds
+    constrained = constrained_decoding(cfg.review.constrained)
     gens = policy.generate(
         prompts,
         max_new_tokens=cfg.review.max_new_tokens,
@@ -115,7 +116,7 @@ def review_stage(ctx: StageContext) -> dict:
         top_p=cfg.rollout.top_p,
         stop="</tool_call>",
         seeds=[derive_seed(cfg.seed, "review", it, t) for t in trajs["traj_id"]],
-        grammars=review_grammars(trajs, bank) if constrained_decoding(cfg.review.constrained) else None,
+        grammars=review_grammars(trajs, bank) if constrained else None,
     )
     rows = []
     for t, (prompt, prefix_chars), gen in zip(trajs.iter_rows(named=True), prompts, gens, strict=True):
@@ -153,6 +154,7 @@ def review_stage(ctx: StageContext) -> dict:
         **review_shares(reviews["tool"].to_list(), reviews["status"].to_list()),
         "mean_shaping": float(reviews["shaping"].mean()) if reviews.height else 0.0,
         "mean_response_tokens": float(reviews["response_tokens"].mean()) if reviews.height else 0.0,
+        "constrained": constrained,  # the tools' grammar was applied (review.constrained and xgrammar present)
         "generation_seconds": round(policy.stats.seconds - gen_seconds, 2),
     }
     write_metrics(ctx, "review", metrics)
