@@ -21,6 +21,7 @@ import json
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -151,6 +152,13 @@ def plan(
     return steps
 
 
+def _resolved(argv: Sequence[str]) -> list[str]:
+    """``dvc`` and ``skillmaster`` from this interpreter's environment when they are there (a venv
+    that is not activated is not on PATH), else from PATH."""
+    sibling = Path(sys.executable).parent / argv[0]
+    return [str(sibling) if argv[0] in ("dvc", "skillmaster") and sibling.exists() else argv[0], *argv[1:]]
+
+
 def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> None:
     """Run the steps that have not finished, restoring ``params`` before each DVC experiment and at the end."""
     from skillmaster.io import atomic_write_text
@@ -168,7 +176,7 @@ def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> N
             if step.kind == "train":
                 shutil.copyfile(snapshot, params)
             started = time.time()
-            result = subprocess.run(step.argv, check=False)
+            result = subprocess.run(_resolved(step.argv), check=False)
             if result.returncode != 0:
                 raise DataError(
                     f"experiment row '{step.row}' ({step.kind}) failed with exit code {result.returncode}; "

@@ -122,3 +122,11 @@ def test_dry_run_prints_every_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "dvc exp run --name exp-grpo -S env.max_steps=30 -S method=grpo" in result.stdout
     assert result.stdout.count("(todo)") == 8
+
+
+def test_commands_come_from_this_environment_even_when_it_is_not_on_path():
+    from skillmaster.experiment import _resolved
+
+    argv = _resolved(["dvc", "exp", "run"])
+    assert argv[1:] == ["exp", "run"] and argv[0] == str(Path(sys.executable).parent / "dvc")
+    assert _resolved(["python3", "-c", "0"])[0] == "python3"
