@@ -4,7 +4,7 @@ Each row is one DVC experiment (``dvc exp run --name <prefix>-<row> -S …``: th
 overlay's values, then the row's baseline overlay, so every row spends the same budget) followed by
 two evaluations of its final policy on every game of the split (``skillmaster eval --all``), with
 the skills shown and without, into ``<out>/<row>/skills`` and ``<out>/<row>/no-skills``. ``base``
-and ``sft`` are evaluation-only rows (the base model; the cold start, ``dvc exp run … sft``).
+and ``sft`` do no RL: their experiments run the pipeline up to ``model`` and up to ``sft``.
 ``skillmaster compare --evals <out>`` then prints the table with intervals and paired tests.
 
 Between rows ``params.yaml`` is restored from the snapshot taken before the first row
@@ -112,32 +112,20 @@ def plan(
     sets_of: Callable[[Sequence[Path]], list[str]],
     prefix: str = "exp",
 ) -> list[Step]:
-    """The steps of the experiment, in order: per row its DVC experiment (when it trains) and its two
+    """The steps of the experiment, in order: per row its DVC experiment (the whole pipeline; up to
+    ``sft`` for the SFT row, up to ``model`` for the base row), its outputs put back, and its two
     evaluations. ``sets_of(overlay_files)`` → the ``-S KEY=VALUE`` arguments of those overlays."""
     steps: list[Step] = []
     final = f"iter_{iterations:03d}"
     for row in rows:
         overlays = [overlay] + ([Path(row.overlay)] if row.overlay else [])
         folder = out / row.name
-        if row.train or row.checkpoint == "sft":
-            targets = [] if row.train else ["sft"]
-            steps.append(
-                Step(
-                    row.name,
-                    "train",
-                    ("dvc", "exp", "run", "--name", f"{prefix}-{row.name}", *sets_of(overlays), *targets),
-                    folder / "train.json",
-                )
-            )
-        if row.train or row.checkpoint == "sft":
-            steps.append(
-                Step(
-                    row.name,
-                    "apply",
-                    ("dvc", "exp", "apply", f"{prefix}-{row.name}"),
-                    folder / "no-skills" / "metrics.json",
-                )
-            )
+        name = f"{prefix}-{row.name}"
+        targets = () if row.train else (("sft",) if row.checkpoint == "sft" else ("model",))
+        steps += [
+            Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets_of(overlays), *targets), folder / "train.json"),
+            Step(row.name, "apply", ("dvc", "exp", "apply", name), folder / "no-skills" / "metrics.json"),
+        ]  # fmt: skip
         checkpoint = {"final": f"models/policy/{final}", "sft": "models/sft", None: None}[row.checkpoint]
         bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
         for condition in ("skills", "no-skills"):
