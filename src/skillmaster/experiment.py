@@ -122,10 +122,10 @@ def plan(
         folder = out / row.name
         name = f"{prefix}-{row.name}"
         targets = () if row.train else (("sft",) if row.checkpoint == "sft" else ("model",))
-        steps += [
-            Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets_of(overlays), *targets), folder / "train.json"),
-            Step(row.name, "apply", ("dvc", "exp", "apply", name), folder / "no-skills" / "metrics.json"),
-        ]  # fmt: skip
+        steps.append(Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets_of(overlays), *targets), folder / "train.json"))  # fmt: skip
+        if row.train:  # a partial pipeline cannot be applied (its other outputs are in no cache); its
+            # outputs (models/base, models/sft) are the same for every row, as the shared overlay sets them
+            steps.append(Step(row.name, "apply", ("dvc", "exp", "apply", name), folder / "no-skills" / "metrics.json"))  # fmt: skip
         checkpoint = {"final": f"models/policy/{final}", "sft": "models/sft", None: None}[row.checkpoint]
         bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
         for condition in ("skills", "no-skills"):

@@ -32,7 +32,7 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
         sets_of=lambda overlays: [str(o) for o in overlays],
     )
     by = {(s.row, s.kind): s for s in steps}
-    assert [s.kind for s in steps if s.row == "base"] == ["train", "apply", "eval-skills", "eval-no-skills"]
+    assert [s.kind for s in steps if s.row == "base"] == ["train", "eval-skills", "eval-no-skills"]
     assert by[("base", "train")].argv[-1] == "model"  # only the base model is prepared
     base = by[("base", "eval-skills")].argv
     assert "--checkpoint" not in base and base[base.index("--bank") + 1] == "seed.json"
@@ -122,7 +122,7 @@ def test_dry_run_prints_every_command(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "dvc exp run --name exp-grpo -S env.max_steps=30 -S method=grpo" in result.stdout
-    assert result.stdout.count("(todo)") == 8  # per row: experiment, apply, two evaluations
+    assert result.stdout.count("(todo)") == 8  # per training row: experiment, apply, two evaluations
 
 
 def test_commands_come_from_this_environment_even_when_it_is_not_on_path():
