@@ -92,6 +92,51 @@ def paired_comparison(row: pl.DataFrame, reference: pl.DataFrame) -> Paired:
     return Paired(joined.height, only_row, only_ref, mcnemar_exact(only_row, only_ref))
 
 
+@dataclass(frozen=True)
+class ShownInChanged:
+    """Whether the edited skills were in the prompts of the games that changed outcome."""
+
+    games: int
+    """Games both evaluations played."""
+    shown: int
+    """Of them, games whose row episode was shown at least one of the skills."""
+    improved: int
+    """Games the row won and the reference did not."""
+    improved_shown: int
+    worsened: int
+    """Games the reference won and the row did not."""
+    worsened_shown: int
+
+
+def shown_in_changed(row: pl.DataFrame, reference: pl.DataFrame, skill_ids: Sequence[str]) -> ShownInChanged:
+    """For the games that changed outcome between ``reference`` and ``row`` (joined on ``task_id``),
+    how many of the row's episodes were shown one of ``skill_ids`` (column ``skills_shown``)."""
+    import polars as pl
+
+    if "skills_shown" not in row.columns:
+        raise DataError("the row evaluation has no skills_shown column (evaluate it with skills shown)")
+    ids = set(skill_ids)
+    joined = (
+        row.select(
+            "task_id",
+            "won",
+            pl.col("skills_shown").list.eval(pl.element().is_in(list(ids))).list.any().alias("shown"),
+        )
+        .join(reference.select("task_id", pl.col("won").alias("won_ref")), on="task_id")
+        .with_columns(pl.col("shown").fill_null(False))
+    )
+    improved = joined.filter(pl.col("won") & ~pl.col("won_ref"))
+    worsened = joined.filter(~pl.col("won") & pl.col("won_ref"))
+    return ShownInChanged(
+        games=joined.height,
+        shown=int(joined["shown"].sum()),
+        improved=improved.height,
+        improved_shown=int(improved["shown"].sum()),
+        worsened=worsened.height,
+        worsened_shown=int(worsened["shown"].sum()),
+    )
+
+
 # --------------------------------------------------------------------------- the table (pure)
 def summarize(episodes: pl.DataFrame) -> dict[str, Any]:
     """Counts of one evaluation: per family and overall successes, invalid-action share, mean steps of wins."""

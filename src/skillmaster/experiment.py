@@ -31,6 +31,7 @@ from typing import Annotated
 import typer
 
 from skillmaster.errors import ConfigError, DataError
+from skillmaster.evaluations import CONDITIONS
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,12 @@ def plan(
     split: str = "valid_seen",
     sets_of: Callable[[Sequence[Path]], list[str]],
     prefix: str = "exp",
+    conditions: Sequence[str] = CONDITIONS,
 ) -> list[Step]:
     """The steps of the experiment, in order: per row its DVC experiment (the whole pipeline; up to
-    ``sft`` for the SFT row, up to ``model`` for the base row), its outputs put back, and its two
-    evaluations. ``sets_of(overlay_files)`` → the ``-S KEY=VALUE`` arguments of those overlays."""
+    ``sft`` for the SFT row, up to ``model`` for the base row), its outputs put back, and its
+    evaluations (``conditions``: skills, no-skills). ``sets_of(overlay_files)`` → the ``-S
+    KEY=VALUE`` arguments of those overlays."""
     steps: list[Step] = []
     final = f"iter_{iterations:03d}"
     for row in rows:
@@ -124,11 +127,12 @@ def plan(
         targets = () if row.train else (("sft",) if row.checkpoint == "sft" else ("model",))
         steps.append(Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets_of(overlays), *targets), folder / "train.json"))  # fmt: skip
         if row.train:  # a partial pipeline cannot be applied (its other outputs are in no cache); its
-            # outputs (models/base, models/sft) are the same for every row, as the shared overlay sets them
-            steps.append(Step(row.name, "apply", ("dvc", "exp", "apply", name), folder / "no-skills" / "metrics.json"))  # fmt: skip
+            # outputs (models/base, models/sft) are the same for every row, as the shared overlay sets them.
+            # Done once this pass's last evaluation is: another row may have run in the workspace since.
+            steps.append(Step(row.name, "apply", ("dvc", "exp", "apply", name), folder / conditions[-1] / "metrics.json"))  # fmt: skip
         checkpoint = {"final": f"models/policy/{final}", "sft": "models/sft", None: None}[row.checkpoint]
         bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
-        for condition in ("skills", "no-skills"):
+        for condition in conditions:
             argv = ["skillmaster", "eval", "--split", split, "--all", "--out", str(folder / condition)]
             argv += [a for o in overlays for a in ("-o", str(o))]
             if checkpoint:
@@ -204,12 +208,26 @@ def experiment_cmd(
     prefix: Annotated[str, typer.Option(help="DVC experiment names: <prefix>-<row>.")] = "exp",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands, run nothing.")] = False,
     params: Annotated[Path, typer.Option("--params", "-p", help="Settings file.")] = Path("params.yaml"),
+    conditions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--condition",
+            "-c",
+            help="Evaluations to run: skills, no-skills (default: both). E.g. every row's skills "
+            "evaluation first: -c skills, then -c no-skills.",
+        ),
+    ] = None,
 ) -> None:
     """Run the experiment: each row's DVC experiment, then its evaluations with and without skills
     (resumable: finished steps are skipped). Then: skillmaster compare --evals <out>."""
     from skillmaster.config import load_config
 
     chosen = select_rows(rows)
+    conditions = conditions or list(CONDITIONS)
+    if bad := [c for c in conditions if c not in CONDITIONS]:
+        raise ConfigError(
+            f"unknown evaluation condition(s) {', '.join(bad)}; choose from {', '.join(CONDITIONS)}"
+        )
     if not overlay.exists():
         raise ConfigError(f"experiment overlay {overlay} does not exist")
     for row in chosen:
@@ -228,6 +246,7 @@ def experiment_cmd(
         split=split,
         sets_of=set_flags,
         prefix=prefix,
+        conditions=[c for c in CONDITIONS if c in conditions],
     )
     if dry_run:
         for step in steps:

@@ -15,6 +15,7 @@ from skillmaster.evaluations import (
     load_evaluations,
     mcnemar_exact,
     paired_comparison,
+    shown_in_changed,
     summarize,
     wilson_interval,
 )
@@ -144,3 +145,26 @@ def test_compare_evals_prints_json_and_draws_success_by_family(experiment, tmp_p
 def test_without_the_reference_row_there_is_no_paired_column(experiment):
     records = evaluation_table(load_evaluations([experiment / "grpo", experiment / "base"]))
     assert "McNemar" not in format_evaluation_table(records)
+
+
+def test_shown_in_changed_counts_edited_skills_in_games_that_changed_outcome():
+    row = pl.DataFrame(
+        {
+            "task_id": ["a", "b", "c", "d", "e"],
+            "won": [True, True, False, False, True],
+            "skills_shown": [["g1", "s9"], ["g2"], ["s9"], [], ["s9"]],
+        }
+    )
+    ref = pl.DataFrame({"task_id": ["a", "b", "c", "d", "e"], "won": [False, False, True, True, True]})
+    s = shown_in_changed(row, ref, ["s9", "zz"])
+    # improved: a (shown s9), b (not); worsened: c (shown), d (not); shown overall: a, c, e
+    assert (s.games, s.shown, s.improved, s.improved_shown, s.worsened, s.worsened_shown) == (
+        5,
+        3,
+        2,
+        1,
+        2,
+        1,
+    )
+    with pytest.raises(DataError, match="skills_shown"):
+        shown_in_changed(ref, ref, ["s9"])

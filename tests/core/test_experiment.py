@@ -60,6 +60,44 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
             assert (REPO / row.overlay).exists(), row
 
 
+def test_a_pass_over_one_condition_puts_each_rows_outputs_back_until_that_pass_is_done(tmp_path):
+    out = tmp_path / "exp"
+    steps = plan(
+        ROWS,
+        overlay=Path("configs/experiment-cpu.yaml"),
+        out=out,
+        iterations=2,
+        seed_bank="seed.json",
+        sets_of=lambda overlays: [],
+        conditions=["skills"],
+    )
+    assert [s.kind for s in steps if s.row == "grpo"] == ["train", "apply", "eval-skills"]
+    apply = next(s for s in steps if (s.row, s.kind) == ("grpo", "apply"))
+    assert apply.done_marker == out / "grpo" / "skills" / "metrics.json"
+    later = plan(
+        ROWS,
+        overlay=Path("configs/experiment-cpu.yaml"),
+        out=out,
+        iterations=2,
+        seed_bank="seed.json",
+        sets_of=lambda overlays: [],
+        conditions=["no-skills"],
+    )
+    # the second pass applies again: another row's outputs may be in the workspace by then
+    apply = next(s for s in later if (s.row, s.kind) == ("grpo", "apply"))
+    assert apply.done_marker == out / "grpo" / "no-skills" / "metrics.json"
+    assert not any(s.kind == "eval-skills" for s in later)
+
+
+def test_an_unknown_condition_is_one_clear_error():
+    from skillmaster.cli import app
+
+    result = CliRunner().invoke(app, ["experiment", "--dry-run", "-c", "skill"])
+    assert result.exit_code != 0
+    message = str(result.exception) + result.output
+    assert "unknown evaluation condition(s) skill; choose from skills, no-skills" in " ".join(message.split())
+
+
 def test_unknown_rows_are_one_clear_error():
     assert [r.name for r in select_rows(["skillmaster", "grpo"])] == ["skillmaster", "grpo"]
     with pytest.raises(ConfigError, match=r"unknown experiment row.*choose from base"):

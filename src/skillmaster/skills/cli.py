@@ -106,3 +106,42 @@ def history(
 
     entries = bank_history(root, committed_only=not all_edits, iteration=iteration)
     typer.echo(history_json(entries) if as_json else format_history(entries, committed_only=not all_edits))
+
+
+@skills_app.command("shown")
+def shown(
+    episodes: Annotated[
+        Path, typer.Argument(help="The row's evaluation (folder or episodes.parquet), with skills shown.")
+    ],
+    reference: Annotated[
+        Path,
+        typer.Option("--reference", help="The evaluation to compare with (same games), e.g. the SFT row's."),
+    ],
+    root: RootOpt = Path("."),
+) -> None:
+    """Were the committed edits (``skills history``) shown in the games whose outcome changed against
+    the reference: improved (won only by the row) and worsened (won only by the reference)."""
+    import polars as pl
+
+    from skillmaster.evaluations import shown_in_changed
+    from skillmaster.skills.history import bank_history
+
+    def read(path: Path) -> pl.DataFrame:
+        file = path / "episodes.parquet" if path.is_dir() else path
+        if not file.is_file():
+            raise DataError(f"{path}: no episodes.parquet there (write one with `skillmaster eval --out`)")
+        return pl.read_parquet(file)
+
+    ids = sorted({e.skill_id for e in bank_history(root)})
+    if not ids:
+        typer.echo("no committed edits under this root: the bank is still the starting bank")
+        return
+    s = shown_in_changed(read(episodes), read(reference), ids)
+    typer.echo(f"committed skills: {', '.join(ids)}")
+    typer.echo(f"shown in {s.shown} of {s.games} games")
+    typer.echo(
+        f"improved (won only by the row): {s.improved}, of which shown an edited skill: {s.improved_shown}"
+    )
+    typer.echo(
+        f"worsened (won only by the reference): {s.worsened}, of which shown an edited skill: {s.worsened_shown}"
+    )
