@@ -203,3 +203,30 @@ def test_history_before_any_iteration(tmp_path):
     out = CliRunner().invoke(app, ["skills", "history", "--root", str(tmp_path)])
     assert out.exit_code == 0 and "no committed edits yet" in out.output
     assert apply_edit(bank0(), PROPOSAL)[1] == "added"
+
+
+def test_skills_shown_counts_the_committed_skill_in_games_that_changed_outcome(project, tmp_path):
+    import polars as pl
+
+    row, ref = tmp_path / "row", tmp_path / "ref"
+    row.mkdir()
+    ref.mkdir()
+    pl.DataFrame(
+        {
+            "task_id": ["g1", "g2", "g3"],
+            "won": [True, True, False],
+            "skills_shown": [["dyn_001"], ["c1"], ["dyn_001"]],
+        }
+    ).write_parquet(row / "episodes.parquet")
+    pl.DataFrame({"task_id": ["g1", "g2", "g3"], "won": [False, False, True]}).write_parquet(
+        ref / "episodes.parquet"
+    )
+    out = CliRunner().invoke(
+        app, ["skills", "shown", str(row), "--reference", str(ref), "--root", str(project)]
+    )
+    assert out.exit_code == 0, out.output
+    assert "committed skills: dyn_001" in out.output
+    assert "improved (won only by the row): 2, of which shown an edited skill: 1" in out.output
+    assert "worsened (won only by the reference): 1, of which shown an edited skill: 1" in out.output
+    missing = CliRunner().invoke(app, ["skills", "shown", str(tmp_path / "nope"), "--reference", str(ref), "--root", str(project)])  # fmt: skip
+    assert missing.exit_code != 0
