@@ -21,16 +21,16 @@ def test_set_flags_later_overlays_win(tmp_path):
     assert set_flags([a, b]) == ["-S", "env.max_steps=30", "-S", "method=grpo", "-S", "skills.enabled=false"]
 
 
+def plan_rows(out, **kw):
+    kw.setdefault("sets_of", lambda overlays: [])
+    return plan(
+        ROWS, overlay=Path("configs/experiment-cpu.yaml"), out=out, iterations=2, seed_bank="seed.json", **kw
+    )
+
+
 def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_skills(tmp_path):
     out = tmp_path / "exp"
-    steps = plan(
-        ROWS,
-        overlay=Path("configs/experiment-cpu.yaml"),
-        out=out,
-        iterations=2,
-        seed_bank="seed.json",
-        sets_of=lambda overlays: [str(o) for o in overlays],
-    )
+    steps = plan_rows(out, sets_of=lambda overlays: [str(o) for o in overlays])
     by = {(s.row, s.kind): s for s in steps}
     assert [s.kind for s in steps if s.row == "base"] == ["train", "eval-skills", "eval-no-skills"]
     assert by[("base", "train")].argv[-1] == "model"  # only the base model is prepared
@@ -62,27 +62,11 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
 
 def test_a_pass_over_one_condition_puts_each_rows_outputs_back_until_that_pass_is_done(tmp_path):
     out = tmp_path / "exp"
-    steps = plan(
-        ROWS,
-        overlay=Path("configs/experiment-cpu.yaml"),
-        out=out,
-        iterations=2,
-        seed_bank="seed.json",
-        sets_of=lambda overlays: [],
-        conditions=["skills"],
-    )
+    steps = plan_rows(out, conditions=["skills"])
     assert [s.kind for s in steps if s.row == "grpo"] == ["train", "apply", "eval-skills"]
     apply = next(s for s in steps if (s.row, s.kind) == ("grpo", "apply"))
     assert apply.done_marker == out / "grpo" / "skills" / "metrics.json"
-    later = plan(
-        ROWS,
-        overlay=Path("configs/experiment-cpu.yaml"),
-        out=out,
-        iterations=2,
-        seed_bank="seed.json",
-        sets_of=lambda overlays: [],
-        conditions=["no-skills"],
-    )
+    later = plan_rows(out, conditions=["no-skills"])
     # the second pass applies again: another row's outputs may be in the workspace by then
     apply = next(s for s in later if (s.row, s.kind) == ("grpo", "apply"))
     assert apply.done_marker == out / "grpo" / "no-skills" / "metrics.json"
