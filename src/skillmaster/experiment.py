@@ -63,7 +63,8 @@ ROWS: tuple[Row, ...] = (
 class Step:
     row: str
     kind: str
-    """``train`` (a DVC experiment), ``apply`` (``dvc exp apply``: the row's outputs back into the
+    """``train`` (a DVC experiment), ``restore`` (the SFT row's stages again, from DVC's run cache),
+    ``apply`` (``dvc exp apply``: the row's outputs back into the
     workspace before its evaluations) or ``eval-skills`` / ``eval-no-skills``."""
     argv: tuple[str, ...]
     done_marker: Path
@@ -126,6 +127,11 @@ def plan(
         name = f"{prefix}-{row.name}"
         targets = () if row.train else (("sft",) if row.checkpoint == "sft" else ("model",))
         steps.append(Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets_of(overlays), *targets), folder / "train.json"))  # fmt: skip
+        if row.checkpoint == "sft":  # rows that turn skills or reviews off (grpo, static-skills) train
+            # their own cold start into models/sft; the shared one comes back from DVC's run cache
+            # (no training) by running the same stages again, as an unnamed experiment
+            restore = ("dvc", "exp", "run", *sets_of(overlays), *targets)
+            steps.append(Step(row.name, "restore", restore, folder / conditions[-1] / "metrics.json"))
         if row.train:  # a partial pipeline cannot be applied (its other outputs are in no cache); its
             # outputs (models/base, models/sft) are the same for every row, as the shared overlay sets them.
             # Done once this pass's last evaluation is: another row may have run in the workspace since.
@@ -165,7 +171,7 @@ def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> N
                 echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: done, skipped")
                 continue
             echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: {step.shell()}")
-            if step.kind == "train":
+            if step.kind in ("train", "restore"):
                 shutil.copyfile(snapshot, params)
             started = time.time()
             result = subprocess.run(_resolved(step.argv), check=False)

@@ -37,6 +37,13 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
     base = by[("base", "eval-skills")].argv
     assert "--checkpoint" not in base and base[base.index("--bank") + 1] == "seed.json"
     assert by[("sft", "train")].argv[-1] == "sft"  # the cold start only
+    # grpo and static-skills train their own cold start into models/sft: the shared one comes back
+    # (from DVC's run cache) before the SFT row is evaluated, as an unnamed experiment
+    assert [s.kind for s in steps if s.row == "sft"] == ["train", "restore", "eval-skills", "eval-no-skills"]
+    restore = by[("sft", "restore")]
+    assert restore.argv[:3] == ("dvc", "exp", "run") and "--name" not in restore.argv
+    assert restore.argv[3:] == by[("sft", "train")].argv[5:]
+    assert restore.done_marker == out / "sft" / "no-skills" / "metrics.json"
     assert (
         by[("sft", "eval-skills")].argv[by[("sft", "eval-skills")].argv.index("--checkpoint") + 1]
         == "models/sft"
