@@ -77,13 +77,17 @@ class Paired:
     p_value: float
 
 
-def paired_comparison(row: pl.DataFrame, reference: pl.DataFrame) -> Paired:
-    """McNemar on the games both evaluated (joined on ``task_id``); each game must appear once per side."""
+def _one_episode_per_game(row: pl.DataFrame, reference: pl.DataFrame) -> None:
     for name, df in (("row", row), ("reference", reference)):
         if df["task_id"].n_unique() != df.height:
             raise DataError(
-                f"the {name} evaluation has a game more than once; a paired test needs one episode per game"
+                f"the {name} evaluation has a game more than once; a paired comparison needs one episode per game"
             )
+
+
+def paired_comparison(row: pl.DataFrame, reference: pl.DataFrame) -> Paired:
+    """McNemar on the games both evaluated (joined on ``task_id``); each game must appear once per side."""
+    _one_episode_per_game(row, reference)
     joined = row.select("task_id", "won").join(
         reference.select("task_id", "won"), on="task_id", suffix="_ref"
     )
@@ -115,12 +119,12 @@ def shown_in_changed(row: pl.DataFrame, reference: pl.DataFrame, skill_ids: Sequ
 
     if "skills_shown" not in row.columns:
         raise DataError("the row evaluation has no skills_shown column (evaluate it with skills shown)")
-    ids = set(skill_ids)
+    _one_episode_per_game(row, reference)
     joined = (
         row.select(
             "task_id",
             "won",
-            pl.col("skills_shown").list.eval(pl.element().is_in(list(ids))).list.any().alias("shown"),
+            pl.col("skills_shown").list.eval(pl.element().is_in(list(skill_ids))).list.any().alias("shown"),
         )
         .join(reference.select("task_id", pl.col("won").alias("won_ref")), on="task_id")
         .with_columns(pl.col("shown").fill_null(False))

@@ -132,9 +132,8 @@ def plan(
             # (no training) by running the same stages again, as an unnamed experiment
             restore = ("dvc", "exp", "run", *sets_of(overlays), *targets)
             steps.append(Step(row.name, "restore", restore, folder / conditions[-1] / "metrics.json"))
-        if row.train:  # a partial pipeline cannot be applied (its other outputs are in no cache); its
-            # outputs (models/base, models/sft) are the same for every row, as the shared overlay sets them.
-            # Done once this pass's last evaluation is: another row may have run in the workspace since.
+        if row.train:  # base and sft cannot be applied (a partial pipeline's other outputs are in no
+            # cache). Done once this pass's last evaluation is: another row may have run in the workspace since.
             steps.append(Step(row.name, "apply", ("dvc", "exp", "apply", name), folder / conditions[-1] / "metrics.json"))  # fmt: skip
         checkpoint = {"final": f"models/policy/{final}", "sft": "models/sft", None: None}[row.checkpoint]
         bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
