@@ -165,6 +165,14 @@ def eval_cmd(
         int | None, typer.Option(help="Games (stratified over families); default eval.limit.")
     ] = None,
     all_games: Annotated[bool, typer.Option("--all", help="Every game of the split.")] = False,
+    chunk: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With --out: play this many games at a time and keep each finished chunk, so a "
+            "killed evaluation resumes at its first unfinished chunk (0: all at once).",
+        ),
+    ] = 35,
     out: Annotated[
         Path | None, typer.Option(help="Also write episodes.parquet and metrics.json into this folder.")
     ] = None,
@@ -202,6 +210,7 @@ def eval_cmd(
         no_skills or bank is None,
         None if all_games else (limit or cfg.eval.limit),
         out,
+        chunk or None,
     )
     if json_:
         echo_json(metrics)

@@ -259,7 +259,7 @@ class ReviewConfig(Section):
 class CounterfactualConfig(Section):
     enabled: bool = True
     """Score edits on probe tasks; off sets U = 0 (the "without counterfactual utility" ablation)."""
-    probes_per_edit: int = Field(default=2, ge=1)
+    probes_per_edit: int = Field(default=4, ge=1)
     """K probe tasks per scored edit (METHOD.md §6: 4)."""
     gamma: float = Field(default=0.2, ge=0.0)
     """Weight of the sign-count term (run scripts 0.2, paper 0.3); not negative."""
@@ -370,10 +370,11 @@ class SftConfig(Section):
     enabled: bool = True
     """Run the cold-start SFT stage (METHOD.md §8) before iteration 1."""
     num_games: int = Field(default=8, ge=1)
-    """Training games whose walkthroughs become SFT traces."""
+    """Training games whose walkthroughs become SFT traces (params.yaml: 16 with 1 epoch, as many
+    optimizer steps as 8 x 2 and twice the games)."""
     split: str = "train"
     epochs: int = Field(default=2, ge=1)
-    """METHOD.md §8: 2."""
+    """METHOD.md §8: 2 (params.yaml: 1, with 16 games)."""
     lr: float = Field(default=1e-3, gt=0.0)
     """METHOD.md §8: 1e-5 for full fine-tuning; LoRA on the 135M model needs ~1e-3 to learn the
     output format from a few hundred steps' worth of tokens (measured: 2e-4 for 7 steps did not)."""

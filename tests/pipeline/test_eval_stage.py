@@ -119,3 +119,50 @@ def test_a_stage_step_limit_above_env_max_steps_is_honoured(alfworld_data, tmp_p
     env = suite.make_env()
     env.reset(options={"task_id": task.task_id, "split": task.split})
     assert [env.step("look")[3] for _ in range(3)] == [False, False, True]
+
+
+def test_a_killed_evaluation_resumes_at_its_first_unfinished_chunk(evaluated, monkeypatch):
+    """``skillmaster eval --out --chunk 1``: a kill in the second chunk keeps the first; the rerun
+    plays only the second, and the result is the stage's (chunking changes no episode)."""
+    from typer.testing import CliRunner
+
+    import skillmaster.stages.evaluate as ev
+    from skillmaster.cli import app
+
+    root, _, _, metrics = evaluated
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params({"eval": {"splits": [SPLIT], "limit": 2}})))
+    monkeypatch.chdir(root)
+    real, played = ev.collect_episodes, []
+
+    def killed_in_second_chunk(policy, pool, episodes, *args, **kwargs):
+        played.append([e.traj_id for e in episodes])
+        if len(played) == 2:
+            raise KeyboardInterrupt
+        return real(policy, pool, episodes, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "collect_episodes", killed_in_second_chunk)
+    args = ["eval", "--split", SPLIT, "--limit", "2", "--json", "--out", "chunked", "--chunk", "1"]
+    assert CliRunner().invoke(app, args).exit_code != 0
+    partial = root / "chunked" / ev.PARTIAL
+    assert (partial / SPLIT / "chunk_000" / "COMPLETE").is_file() and not (
+        partial / SPLIT / "chunk_001"
+    ).exists()
+    assert not (root / "chunked" / "metrics.json").exists()
+
+    played.clear()
+    monkeypatch.setattr(ev, "collect_episodes", lambda *a, **k: played.append(a[2]) or real(*a, **k))
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert [[e.traj_id for e in eps] for eps in played] == [[f"{SPLIT}-eval_skills-0001"]]  # only the second
+    reported = json.loads(out.stdout[out.stdout.index("{") :])
+    assert reported[SPLIT] == metrics[SPLIT]
+    assert not partial.exists()  # the finished part is gone once the result is written
+
+    # a partial result of another evaluation is never mixed in: one sentence, before anything plays
+    (root / "other").mkdir()
+    (root / "other" / ev.PARTIAL).mkdir()
+    (root / "other" / ev.PARTIAL / "request.json").write_text('{"split": "train"}')
+    other = CliRunner().invoke(app, ["eval", "--split", SPLIT, "--limit", "2", "--out", "other"])
+    assert other.exit_code != 0 and "holds the finished part of a different evaluation" in str(
+        other.exception
+    )

@@ -18,7 +18,9 @@ from typing import Any
 import polars as pl
 
 from skillmaster.config import Config
+from skillmaster.io import atomic_dir
 from skillmaster.modeling import ensure_model_dir
+from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.rollout.metrics import rollout_metrics
 from skillmaster.seeding import derive_seed
@@ -61,10 +63,28 @@ def eval_tasks(ctx: StageContext, splits: list[str], limit: int | None) -> dict[
     return {split: stratified_tasks(suite_of(ctx).tasks(split), limit, ctx.cfg.seed) for split in splits}
 
 
+def chunks(items: list, size: int | None) -> list[list]:
+    """``items`` in consecutive pieces of ``size`` (None or 0: one piece; none for no items)."""
+    size = size or len(items) or 1
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def evaluate(
-    ctx: StageContext, policy, bank, splits: list[str], conditions: list[str], limit: int | None
+    ctx: StageContext,
+    policy,
+    bank,
+    splits: list[str],
+    conditions: list[str],
+    limit: int | None,
+    *,
+    chunk: int | None = None,
+    state: Path | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Play every (split, condition, game) once; returns the episodes and their metrics."""
+    """Play every (split, condition, game) once; returns the episodes and their metrics.
+
+    With ``chunk``, the episodes are played ``chunk`` at a time; with ``state`` too, each finished
+    chunk is kept there (``<split>/chunk_NNN``) and a rerun reads it instead of playing it again.
+    Every episode samples from its own (seed, traj_id, step) stream, so chunking changes no episode."""
     cfg = ctx.cfg
     frames, metrics = [], {}
     for split, tasks in eval_tasks(ctx, splits, limit).items():
@@ -86,11 +106,23 @@ def evaluate(
             temperature=cfg.eval.temperature,
             seed=derive_seed(cfg.seed, "eval", split),
         )
-        with make_pool(ctx, len(episodes), settings.max_steps) as pool:
-            _, trajs = collect_episodes(
-                policy, pool, episodes, settings, retriever_of(ctx), desc=f"eval {split} it{ctx.iteration}"
-            )
-        check_env_errors(trajs, f"evaluate (iteration {ctx.iteration}, split {split})")
+        pieces = chunks(episodes, chunk)
+        parts = []
+        for k, piece in enumerate(pieces):
+            kept = state / split / f"chunk_{k:03d}" if state is not None else None
+            if kept is not None and (kept / COMPLETE_MARKER).is_file():
+                parts.append(TRAJECTORIES.read(kept / "episodes.parquet"))
+                continue
+            desc = f"eval {split} it{ctx.iteration}" + (f" {k + 1}/{len(pieces)}" if len(pieces) > 1 else "")
+            with make_pool(ctx, len(piece), settings.max_steps) as pool:
+                _, trajs = collect_episodes(policy, pool, piece, settings, retriever_of(ctx), desc=desc)
+            check_env_errors(trajs, f"evaluate (iteration {ctx.iteration}, split {split})")
+            if kept is not None:
+                with atomic_dir(kept) as tmp:
+                    TRAJECTORIES.write(trajs, tmp / "episodes.parquet")
+                    (tmp / COMPLETE_MARKER).write_text("ok\n")
+            parts.append(trajs)
+        trajs = pl.concat(parts) if parts else TRAJECTORIES.empty()
         frames.append(trajs)
         metrics[split] = {
             cond: rollout_metrics(trajs.filter(pl.col("condition") == cond)) for cond in conditions
@@ -132,9 +164,12 @@ def evaluate_checkpoint(
     no_skills: bool,
     limit: int | None,
     out: Path | None = None,
+    chunk: int | None = None,
 ) -> dict[str, Any]:
     """``skillmaster eval``: evaluate any checkpoint (None: base) with any bank, outside the pipeline.
-    With ``out``, the episodes (``episodes.parquet``) and metrics (``metrics.json``) land there."""
+    With ``out``, the episodes (``episodes.parquet``) and metrics (``metrics.json``) land there, and
+    each finished chunk of ``chunk`` episodes is kept in ``out/.partial`` until then, so a killed
+    evaluation resumes at its first unfinished chunk (only when it is the same evaluation)."""
     from skillmaster.agent.engines import open_policy
     from skillmaster.paths import Paths
     from skillmaster.skills.store import load_bank
@@ -146,16 +181,74 @@ def evaluate_checkpoint(
     base = ensure_model_dir(policy_base(ctx))
     bank = None if no_skills else load_bank(bank_path) if bank_path else None
     eval_tasks(ctx, [split], limit)  # bad input fails before the engine starts
-    policy = open_policy(cfg, base, adapter, root)
     conditions = ["eval_skills"] if bank is not None else ["eval_no_skills"]
+    state = None
+    if out is not None:
+        request = {
+            "split": split,
+            "base": _sha256(base),
+            "checkpoint": _sha256(checkpoint) if checkpoint is not None else None,
+            "bank": _sha256(bank_path) if bank is not None and bank_path else None,
+            "conditions": conditions,
+            "limit": limit,
+            "chunk": chunk,
+            "settings": cfg.model_dump(
+                mode="json", include={"seed", "env", "model", "rollout", "skills", "eval"}
+            ),
+        }
+        state = partial_state(out, request)  # a different earlier evaluation fails before the model loads
+    policy = open_policy(cfg, base, adapter, root)
     try:
-        episodes, metrics = evaluate(ctx, policy, bank, [split], conditions, limit)
+        episodes, metrics = evaluate(ctx, policy, bank, [split], conditions, limit, chunk=chunk, state=state)
     finally:
         policy.close()
     metrics["generation"] = {"engine": policy.engine, **policy.stats.as_dict()}
     if out is not None:
+        import shutil
+
         from skillmaster.io import write_json
 
         TRAJECTORIES.write(episodes, out / "episodes.parquet")
         write_json(out / "metrics.json", metrics)
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)
     return metrics
+
+
+PARTIAL = ".partial"
+"""Folder of ``skillmaster eval --out``'s finished chunks until the evaluation completes."""
+
+
+def _sha256(path: Path) -> str:
+    """Digest of a file, or of a folder's files (names and contents): what a checkpoint holds, not where."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with f.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def partial_state(out: Path, request: dict[str, Any]) -> Path:
+    """``out/.partial`` for the evaluation ``request``: created with the request on a first start;
+    on a restart its finished chunks are reused, but only for the very same request."""
+    import json
+
+    from skillmaster.errors import DataError
+    from skillmaster.io import atomic_write_text
+
+    state = out / PARTIAL
+    recorded = state / "request.json"
+    if recorded.is_file():
+        if json.loads(recorded.read_text()) != request:
+            raise DataError(
+                f"{state} holds the finished part of a different evaluation (other checkpoint, bank, "
+                "games or settings); remove it or pick another --out folder"
+            )
+    else:
+        state.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(recorded, json.dumps(request, indent=2, sort_keys=True))
+    return state
