@@ -64,8 +64,8 @@ class Step:
     row: str
     kind: str
     """``train`` (a DVC experiment), ``restore`` (the SFT row's stages again, from DVC's run cache),
-    ``apply`` (``dvc exp apply``: the row's outputs back into the
-    workspace before its evaluations) or ``eval-skills`` / ``eval-no-skills``."""
+    ``apply`` (``skillmaster pipeline outputs``: the row's outputs back into the
+    workspace before its evaluations, the code left as it is) or ``eval-skills`` / ``eval-no-skills``."""
     argv: tuple[str, ...]
     done_marker: Path
     """Exists when the step has finished (then it is skipped)."""
@@ -134,7 +134,7 @@ def plan(
             steps.append(Step(row.name, "restore", restore, folder / conditions[-1] / "metrics.json"))
         if row.train:  # base and sft cannot be applied (a partial pipeline's other outputs are in no
             # cache). Done once this pass's last evaluation is: another row may have run in the workspace since.
-            steps.append(Step(row.name, "apply", ("dvc", "exp", "apply", name), folder / conditions[-1] / "metrics.json"))  # fmt: skip
+            steps.append(Step(row.name, "apply", ("skillmaster", "pipeline", "outputs", name), folder / conditions[-1] / "metrics.json"))  # fmt: skip
         checkpoint = {"final": f"models/policy/{final}", "sft": "models/sft", None: None}[row.checkpoint]
         bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
         for condition in conditions:
@@ -154,6 +154,43 @@ def _resolved(argv: Sequence[str]) -> list[str]:
     that is not activated is not on PATH), else from PATH."""
     sibling = Path(sys.executable).parent / argv[0]
     return [str(sibling) if argv[0] in ("dvc", "skillmaster") and sibling.exists() else argv[0], *argv[1:]]
+
+
+def experiment_ref(name: str, root: Path) -> str:
+    """The git ref of the newest DVC experiment called ``name`` (DVC keeps them under ``refs/exps``)."""
+    listed = subprocess.run(
+        ["git", "for-each-ref", "--sort=-creatordate", "--format=%(refname)", "refs/exps"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    refs = [r for r in listed.stdout.split() if r.rsplit("/", 1)[-1] == name]
+    refs = [r for r in refs if not r.startswith(("refs/exps/apply/", "refs/exps/exec/"))]
+    if listed.returncode != 0 or not refs:
+        raise ConfigError(f"no DVC experiment named '{name}' in {root} (see `dvc exp list --all-commits`)")
+    return refs[0]
+
+
+def checkout_outputs(name: str, root: Path) -> None:
+    """Put DVC experiment ``name``'s outputs (its ``dvc.lock``, then ``dvc checkout`` from DVC's cache)
+    into the workspace, leaving code and ``params.yaml`` as they are. ``dvc exp apply`` brings back the
+    experiment's whole commit, so after a code change it would put the experiment's code back too."""
+    from skillmaster.io import atomic_write_text
+
+    ref = experiment_ref(name, root)
+    lock = subprocess.run(
+        ["git", "show", f"{ref}:dvc.lock"], cwd=root, capture_output=True, text=True, check=False
+    )
+    if lock.returncode != 0:
+        raise DataError(f"DVC experiment '{name}' ({ref}) has no dvc.lock: it did not finish")
+    atomic_write_text(root / "dvc.lock", lock.stdout)
+    done = subprocess.run([*_resolved(["dvc"]), "checkout", "--force", "--quiet"], cwd=root, check=False)
+    if done.returncode != 0:
+        raise DataError(
+            f"dvc checkout of experiment '{name}' failed (exit code {done.returncode}); "
+            "its outputs may be missing from DVC's cache"
+        )
 
 
 def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> None:

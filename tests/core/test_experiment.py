@@ -160,3 +160,47 @@ def test_commands_come_from_this_environment_even_when_it_is_not_on_path():
     argv = _resolved(["dvc", "exp", "run"])
     assert argv[1:] == ["exp", "run"] and argv[0] == str(Path(sys.executable).parent / "dvc")
     assert _resolved(["python3", "-c", "0"])[0] == "python3"
+
+
+def test_pipeline_outputs_brings_back_an_experiments_outputs_but_not_its_code(tmp_path, monkeypatch):
+    """A real git + DVC repo: experiment ``e1`` ran on older code; after the code changed,
+    ``skillmaster pipeline outputs e1`` puts e1's output and dvc.lock back and keeps today's code
+    (``dvc exp apply e1`` would put e1's code back too)."""
+    import subprocess
+
+    from skillmaster.cli import app
+    from skillmaster.experiment import checkout_outputs
+
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site"))
+    root = tmp_path / "proj"
+    root.mkdir()
+    dvc = str(Path(sys.executable).parent / "dvc")
+
+    def sh(*argv):
+        subprocess.run(argv, cwd=root, check=True, capture_output=True)
+
+    sh("git", "init", "-q")
+    sh(dvc, "init", "-q")
+    (root / "params.yaml").write_text("x: 0\n")
+    (root / "code.py").write_text("print('old code')\n")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: cat code.py > out.txt && echo x=${x} >> out.txt\n"
+        "    deps: [code.py]\n    params: [x]\n    outs: [out.txt]\n"
+    )
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "base")
+    sh(dvc, "exp", "run", "-q", "--name", "e1", "-S", "x=1")
+    (root / "params.yaml").write_text("x: 0\n")  # `dvc exp run -S` left x: 1 there
+    (root / "code.py").write_text("print('new code')\n")
+    sh("git", "commit", "-qam", "new code")
+    sh(dvc, "repro", "-q")  # the workspace now holds today's output
+    assert (root / "out.txt").read_text() == "print('new code')\nx=0\n"
+
+    monkeypatch.chdir(root)
+    out = CliRunner().invoke(app, ["pipeline", "outputs", "e1"])
+    assert out.exit_code == 0, out.output
+    assert (root / "out.txt").read_text() == "print('old code')\nx=1\n"  # e1's output
+    assert (root / "code.py").read_text() == "print('new code')\n"  # today's code
+    assert (root / "params.yaml").read_text() == "x: 0\n"
+    with pytest.raises(ConfigError, match="no DVC experiment named 'nope'"):
+        checkout_outputs("nope", root)

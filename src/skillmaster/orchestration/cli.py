@@ -1,4 +1,5 @@
-"""``skillmaster pipeline write|check``: dvc.yaml from the stages' contracts and params.yaml."""
+"""``skillmaster pipeline write|check|outputs``: dvc.yaml from the stages' contracts and params.yaml;
+a DVC experiment's outputs into the workspace."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def check_cmd(params: Path = typer.Option(Path("params.yaml"), "--params", "-p")
     root = project_root()
     check_in_sync(load_config(params), root)
     typer.echo("dvc.yaml matches params.yaml")
+
+
+@pipeline_app.command("outputs")
+def outputs_cmd(
+    name: str = typer.Argument(help="DVC experiment name (`dvc exp list --all-commits`)."),
+) -> None:
+    """Put a DVC experiment's outputs (models, data, metrics) into the workspace from DVC's cache,
+    leaving code and params.yaml as they are (`dvc exp apply` also brings back the experiment's code)."""
+    from skillmaster.experiment import checkout_outputs
+    from skillmaster.runtime import project_root
+
+    root = project_root()
+    checkout_outputs(name, root)
+    typer.echo(f"outputs of DVC experiment '{name}' checked out (dvc.lock and its outputs)")
