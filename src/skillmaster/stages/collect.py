@@ -33,6 +33,7 @@ from skillmaster.stages.common import (
     make_pool,
     retriever_of,
     sample_tasks,
+    shard_slices,
     suite_of,
     write_metrics,
 )
@@ -44,13 +45,6 @@ from skillmaster.tables import STEPS, TRAJECTORIES
 def group_tasks(cfg: Config, tasks: Sequence[TaskSpec], iteration: int) -> list[TaskSpec]:
     """The B tasks of iteration N (their list index is the group id)."""
     return sample_tasks(list(tasks), cfg.rollout.num_tasks, cfg.seed, "collect", iteration)
-
-
-def shard_slices(n_groups: int, shards: int) -> list[range]:
-    """Contiguous, near-equal ranges of group ids, one per shard."""
-    shards = max(1, min(shards, n_groups))
-    bounds = [round(i * n_groups / shards) for i in range(shards + 1)]
-    return [range(bounds[i], bounds[i + 1]) for i in range(shards)]
 
 
 def traj_id(iteration: int, group: int, member: int) -> str:

@@ -208,3 +208,10 @@ def write_metrics(
     numbers = {f"{prefix}{k}": v for k, v in flatten(metrics).items() if isinstance(v, int | float)}
     ctx.tracker.log_metrics(numbers, step=ctx.iteration)
     return path
+
+
+def shard_slices(n_items: int, shards: int) -> list[range]:
+    """Contiguous, near-equal ranges of ``n_items`` indices, one per shard (at least one)."""
+    shards = max(1, min(shards, n_items))
+    bounds = [round(i * n_items / shards) for i in range(shards + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(shards)]

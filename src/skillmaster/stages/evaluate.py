@@ -32,6 +32,7 @@ from skillmaster.stages.common import (
     make_pool,
     policy_base,
     retriever_of,
+    shard_slices,
     stratified_tasks,
     suite_of,
     write_metrics,
@@ -61,12 +62,6 @@ def eval_traj_id(split: str, condition: str, game: int) -> str:
 def eval_tasks(ctx: StageContext, splits: list[str], limit: int | None) -> dict[str, list]:
     """The games of each split (resolved before any model loads, so a wrong split fails fast)."""
     return {split: stratified_tasks(suite_of(ctx).tasks(split), limit, ctx.cfg.seed) for split in splits}
-
-
-def chunks(items: list, size: int | None) -> list[list]:
-    """``items`` in consecutive pieces of ``size`` (None or 0: one piece; none for no items)."""
-    size = size or len(items) or 1
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def evaluate(
@@ -106,7 +101,8 @@ def evaluate(
             temperature=cfg.eval.temperature,
             seed=derive_seed(cfg.seed, "eval", split),
         )
-        pieces = chunks(episodes, chunk)
+        n = len(episodes)
+        pieces = [episodes[r.start : r.stop] for r in shard_slices(n, -(-n // chunk) if chunk else 1)]
         parts = []
         for k, piece in enumerate(pieces):
             kept = state / split / f"chunk_{k:03d}" if state is not None else None
