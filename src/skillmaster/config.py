@@ -98,7 +98,7 @@ class EnvConfig(Section):
     train_split: str = "train"
     """Split that training rollouts and counterfactual probes draw tasks from."""
     max_steps: int = Field(default=50, ge=1)
-    """Episode step limit (METHOD.md §4: ALFWorld 50, WebShop 15). params.yaml (CPU): 20, room to
+    """Episode step limit (METHOD.md §4: ALFWorld 50, WebShop 15). params.yaml (CPU): 30, room to
     search (Clean/Heat/Cool/Pick2 walkthroughs take 6-10 steps before any search) at a cost 2 CPU
     cores can carry."""
     families: list[str] | None = None
@@ -370,11 +370,11 @@ class SftConfig(Section):
     enabled: bool = True
     """Run the cold-start SFT stage (METHOD.md §8) before iteration 1."""
     num_games: int = Field(default=8, ge=1)
-    """Training games whose walkthroughs become SFT traces (params.yaml: 16 with 1 epoch, as many
-    optimizer steps as 8 x 2 and twice the games)."""
+    """Training games whose walkthroughs become SFT traces (params.yaml: 48 with 1 epoch, 8 per
+    family: with 16 the policy's probes reached almost no milestone, so every U was 0)."""
     split: str = "train"
     epochs: int = Field(default=2, ge=1)
-    """METHOD.md §8: 2 (params.yaml: 1, with 16 games)."""
+    """METHOD.md §8: 2 (params.yaml: 1, with 48 games)."""
     lr: float = Field(default=1e-3, gt=0.0)
     """METHOD.md §8: 1e-5 for full fine-tuning; LoRA on the 135M model needs ~1e-3 to learn the
     output format from a few hundred steps' worth of tokens (measured: 2e-4 for 7 steps did not)."""
