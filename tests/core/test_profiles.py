@@ -110,10 +110,3 @@ def test_paper_alfworld_has_the_papers_settings():
     assert (cf.score, cf.paired, cf.placebo_edits, cf.max_edits) == ("success", False, 0, None)
     assert cfg.train.progress_reward == 0.0 and cfg.review.prompt == "method"
     assert cfg.review.max_new_tokens == 512
-
-
-def test_cpu_result_overlay_changes_only_the_cold_start():
-    default = load_config(PARAMS)
-    result = load_config(PARAMS, overlays=[REPO / "configs" / "cpu-result.yaml"])
-    assert changed(default, result) == {"sft.num_games": 48}
-    assert render_dvc_yaml(result, REPO) == render_dvc_yaml(default, REPO)  # `dvc exp run -S` works
