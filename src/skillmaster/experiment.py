@@ -45,13 +45,17 @@ class Row:
     """``final``: the last iteration's policy; ``sft``: models/sft; None: the base model."""
     evolving_bank: bool = True
     """Show the last iteration's bank (False: the seed bank, for rows that never edit it)."""
+    reviews: bool = True
+    """Trains on review turns. A row that does not (grpo, static-skills) takes as many more action
+    samples per iteration as the others have reviews, so every row makes the same optimizer steps
+    on as many samples (:func:`plan`'s ``review_samples``)."""
 
 
 ROWS: tuple[Row, ...] = (
     Row("base", train=False, checkpoint=None, evolving_bank=False),
     Row("sft", train=False, checkpoint="sft", evolving_bank=False),
-    Row("grpo", "configs/baseline-grpo.yaml", evolving_bank=False),
-    Row("static-skills", "configs/baseline-static-skills.yaml", evolving_bank=False),
+    Row("grpo", "configs/baseline-grpo.yaml", evolving_bank=False, reviews=False),
+    Row("static-skills", "configs/baseline-static-skills.yaml", evolving_bank=False, reviews=False),
     Row("no-cf", "configs/baseline-no-counterfactual.yaml"),
     Row("merged-adv", "configs/baseline-merged-advantage.yaml"),
     Row("skillmaster"),
@@ -114,11 +118,16 @@ def plan(
     sets_of: Callable[[Sequence[Path]], list[str]],
     prefix: str = "exp",
     conditions: Sequence[str] = CONDITIONS,
+    max_samples: int | None = None,
+    review_samples: int = 0,
 ) -> list[Step]:
     """The steps of the experiment, in order: per row its DVC experiment (the whole pipeline; up to
     ``sft`` for the SFT row, up to ``model`` for the base row), its outputs put back, and its
     evaluations (``conditions``: skills, no-skills). ``sets_of(overlay_files)`` → the ``-S
-    KEY=VALUE`` arguments of those overlays."""
+    KEY=VALUE`` arguments of those overlays. ``max_samples`` (``train.max_samples``, action samples
+    per iteration) and ``review_samples`` (review samples per iteration, B × G): a row without
+    reviews trains on ``max_samples + review_samples`` action samples, the same count and optimizer
+    steps as a row with them."""
     steps: list[Step] = []
     final = f"iter_{iterations:03d}"
     for row in rows:
@@ -126,7 +135,10 @@ def plan(
         folder = out / row.name
         name = f"{prefix}-{row.name}"
         targets = () if row.train else (("sft",) if row.checkpoint == "sft" else ("model",))
-        steps.append(Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets_of(overlays), *targets), folder / "train.json"))  # fmt: skip
+        sets = sets_of(overlays)
+        if row.train and not row.reviews and max_samples is not None and review_samples:
+            sets += ["-S", f"train.max_samples={max_samples + review_samples}"]
+        steps.append(Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets, *targets), folder / "train.json"))  # fmt: skip
         if row.checkpoint == "sft":  # rows that turn skills or reviews off (grpo, static-skills) train
             # their own cold start into models/sft; the shared one comes back from DVC's run cache
             # (no training) by running the same stages again, as an unnamed experiment
@@ -289,6 +301,8 @@ def experiment_cmd(
         sets_of=set_flags,
         prefix=prefix,
         conditions=[c for c in CONDITIONS if c in conditions],
+        max_samples=cfg.train.max_samples,
+        review_samples=cfg.rollout.num_tasks * cfg.rollout.group_size if cfg.review.enabled else 0,
     )
     if dry_run:
         for step in steps:

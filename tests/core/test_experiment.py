@@ -67,6 +67,19 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
             assert (REPO / row.overlay).exists(), row
 
 
+def test_rows_without_reviews_train_on_as_many_samples_as_rows_with_them(tmp_path):
+    steps = plan_rows(tmp_path, max_samples=32, review_samples=8)
+    train = {s.row: s.argv for s in steps if s.kind == "train"}
+    for row in ("grpo", "static-skills"):  # 32 action samples + 8 reviews elsewhere: 40 actions here
+        assert train[row][-2:] == ("-S", "train.max_samples=40"), row
+    for row in ("base", "sft", "no-cf", "merged-adv", "skillmaster"):
+        assert not any(a.startswith("train.max_samples") for a in train[row]), row
+    # all action samples (max_samples null) or no reviews to make up for: nothing added
+    for kw in ({"max_samples": None, "review_samples": 8}, {"max_samples": 32, "review_samples": 0}):
+        grpo = next(s.argv for s in plan_rows(tmp_path, **kw) if s.row == "grpo" and s.kind == "train")
+        assert not any(a.startswith("train.max_samples") for a in grpo)
+
+
 def test_a_pass_over_one_condition_puts_each_rows_outputs_back_until_that_pass_is_done(tmp_path):
     out = tmp_path / "exp"
     steps = plan_rows(out, conditions=["skills"])
