@@ -289,6 +289,12 @@ def load_evaluations(folders: Sequence[Path]) -> dict[tuple[str, str], pl.DataFr
     return found
 
 
+def bar_heights(record: Mapping[str, Any], families: Sequence[str]) -> list[float]:
+    """One row's bars: its success rate per family (0 where it has no game of one), then overall."""
+    rates = [(k / n if n else 0.0) for k, n in (record["by_family"].get(f, (0, 0)) for f in families)]
+    return [*rates, record["success_rate"]]
+
+
 def family_bar_plot(path: Path, records: Sequence[Mapping[str, Any]], condition: str = "skills") -> Path:
     """Success by family per row (grouped bars with the overall rate), for one condition; a PNG."""
     import matplotlib
@@ -305,16 +311,17 @@ def family_bar_plot(path: Path, records: Sequence[Mapping[str, Any]], condition:
     groups = [label(f) for f in families] + ["all"]
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(groups)), 4), dpi=110)
-    for i, r in enumerate(rows):
-        rates = [(k / n if n else 0.0) for k, n in (r["by_family"].get(f, (0, 0)) for f in families)]
-        rates.append(r["success_rate"])
+    heights = [bar_heights(r, families) for r in rows]
+    for i, (r, rates) in enumerate(zip(rows, heights, strict=True)):
         xs = [g + (i - (len(rows) - 1) / 2) * width for g in range(len(groups))]
         ax.bar(xs, rates, width, label=r["row"])
         ax.errorbar(xs[-1], r["success_rate"], yerr=[[r["success_rate"] - r["ci_low"]], [r["ci_high"] - r["success_rate"]]], fmt="none", ecolor="black", capsize=3)  # fmt: skip
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel("success rate")
     ax.set_title(f"Success by family ({condition}; 95% Wilson interval on 'all')")
-    ax.set_ylim(0, max(0.05, max(r["ci_high"] for r in rows) * 1.1))
+    # The axis holds every bar and every interval: a family's rate can exceed the overall interval.
+    top = max([0.05] + [h for hs in heights for h in hs] + [r["ci_high"] for r in rows])
+    ax.set_ylim(0, min(1.0, top * 1.1) if top < 1.0 else 1.05)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     return save_png(fig, path)

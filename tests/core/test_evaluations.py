@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from skillmaster.errors import DataError
 from skillmaster.evaluations import (
+    bar_heights,
     evaluation_table,
+    family_bar_plot,
     format_evaluation_table,
     load_evaluations,
     mcnemar_exact,
@@ -168,3 +170,26 @@ def test_shown_in_changed_counts_edited_skills_in_games_that_changed_outcome():
     )
     with pytest.raises(DataError, match="skills_shown"):
         shown_in_changed(ref, ref, ["s9"])
+
+
+def test_family_plot_axis_holds_every_bar(tmp_path, monkeypatch):
+    # Pick 12/35 = 0.343 is above the overall interval's top (0.145): the bar must not be cut off.
+    record = {
+        "row": "skillmaster",
+        "condition": "skills",
+        "by_family": {"pick_and_place_simple": (12, 35), "look_at_obj_in_light": (0, 105)},
+        "success_rate": 12 / 140,
+        "ci_low": 0.05,
+        "ci_high": 0.145,
+    }
+    families = ["pick_and_place_simple", "look_at_obj_in_light"]
+    assert bar_heights(record, families) == pytest.approx([12 / 35, 0.0, 12 / 140])
+    assert bar_heights(record, [*families, "pick_two_obj_and_place"])[2] == 0.0  # no game: no bar
+    import skillmaster.plots
+
+    tops = []
+    monkeypatch.setattr(
+        skillmaster.plots, "save_png", lambda fig, path: tops.append(fig.axes[0].get_ylim()[1])
+    )
+    family_bar_plot(tmp_path / "f.png", [record])
+    assert tops == [pytest.approx(12 / 35 * 1.1)]
