@@ -321,7 +321,7 @@ def family_bar_plot(path: Path, records: Sequence[Mapping[str, Any]], condition:
     ax.set_title(f"Success by family ({condition}; 95% Wilson interval on 'all')")
     # The axis holds every bar and every interval: a family's rate can exceed the overall interval.
     top = max([0.05] + [h for hs in heights for h in hs] + [r["ci_high"] for r in rows])
-    ax.set_ylim(0, min(1.0, top * 1.1) if top < 1.0 else 1.05)
+    ax.set_ylim(0, min(1.05, top * 1.1))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     return save_png(fig, path)
