@@ -120,6 +120,7 @@ def plan(
     conditions: Sequence[str] = CONDITIONS,
     max_samples: int | None = None,
     review_samples: int = 0,
+    chunk: int | None = None,
 ) -> list[Step]:
     """The steps of the experiment, in order: per row its DVC experiment (the whole pipeline; up to
     ``sft`` for the SFT row, up to ``model`` for the base row), its outputs put back, and its
@@ -127,7 +128,8 @@ def plan(
     KEY=VALUE`` arguments of those overlays. ``max_samples`` (``train.max_samples``, action samples
     per iteration) and ``review_samples`` (review samples per iteration, B × G): a row without
     reviews trains on ``max_samples + review_samples`` action samples, the same count and optimizer
-    steps as a row with them."""
+    steps as a row with them. ``chunk``: games an evaluation plays at a time (``skillmaster eval
+    --chunk``; None: its default)."""
     steps: list[Step] = []
     final = f"iter_{iterations:03d}"
     for row in rows:
@@ -151,6 +153,7 @@ def plan(
         bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
         for condition in conditions:
             argv = ["skillmaster", "eval", "--split", split, "--all", "--out", str(folder / condition)]
+            argv += ["--chunk", str(chunk)] if chunk is not None else []
             argv += [a for o in overlays for a in ("-o", str(o))]
             if checkpoint:
                 argv += ["--checkpoint", checkpoint]
@@ -271,6 +274,15 @@ def experiment_cmd(
             "evaluation first: -c skills, then -c no-skills.",
         ),
     ] = None,
+    chunk: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Games an evaluation plays at a time (0: all at once); a stop keeps its finished "
+            "chunks. On CPU fewer, larger generate calls are faster: 140 games at once took 0.97 s "
+            "per sequence, 35 at a time 1.94 s.",
+        ),
+    ] = 140,
 ) -> None:
     """Run the experiment: each row's DVC experiment, then its evaluations with and without skills
     (resumable: finished steps are skipped). Then: skillmaster compare --evals <out>."""
@@ -303,6 +315,7 @@ def experiment_cmd(
         conditions=[c for c in CONDITIONS if c in conditions],
         max_samples=cfg.train.max_samples,
         review_samples=cfg.rollout.num_tasks * cfg.rollout.group_size if cfg.review.enabled else 0,
+        chunk=chunk,
     )
     if dry_run:
         for step in steps:

@@ -56,6 +56,9 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
     assert sm[sm.index("--checkpoint") + 1] == "models/policy/iter_002"
     assert sm[sm.index("--bank") + 1] == "data/banks/iter_002.json"
     assert "--no-skills" in by[("skillmaster", "eval-no-skills")].argv
+    assert "--chunk" not in sm  # the evaluation's own default
+    for argv in (s.argv for s in plan_rows(out, chunk=70) if s.kind.startswith("eval")):
+        assert argv[argv.index("--chunk") + 1] == "70"
     assert (
         by[("skillmaster", "eval-no-skills")].done_marker
         == out / "skillmaster" / "no-skills" / "metrics.json"
