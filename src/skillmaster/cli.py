@@ -155,7 +155,11 @@ def stage(
 def eval_cmd(
     split: Annotated[str, typer.Option(help="Split to evaluate (e.g. valid_seen).")] = "valid_seen",
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Policy folder (LoRA adapter or weights); default: base.")
+        Path | None,
+        typer.Option(
+            help="Policy folder (LoRA adapter or weights); default: the starting policy "
+            "(models/sft when sft.enabled, else the base model)."
+        ),
     ] = None,
     bank: Annotated[
         Path | None, typer.Option(help="Skill bank JSON; default: the newest data/banks/iter_*.json.")

@@ -157,6 +157,8 @@ def plan(
             argv += [a for o in overlays for a in ("-o", str(o))]
             if checkpoint:
                 argv += ["--checkpoint", checkpoint]
+            else:  # without --checkpoint, eval serves the starting policy: models/sft when sft.enabled
+                argv += ["-S", "sft.enabled=false"]
             argv += ["--bank", bank] if condition == "skills" else ["--no-skills"]
             steps.append(
                 Step(row.name, f"eval-{condition}", tuple(argv), folder / condition / "metrics.json")

@@ -36,6 +36,9 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
     assert by[("base", "train")].argv[-1] == "model"  # only the base model is prepared
     base = by[("base", "eval-skills")].argv
     assert "--checkpoint" not in base and base[base.index("--bank") + 1] == "seed.json"
+    assert base[base.index("-S") + 1] == "sft.enabled=false"  # the base model, not the cold start
+    for row in ("sft", "grpo", "skillmaster"):
+        assert "sft.enabled=false" not in by[(row, "eval-skills")].argv, row
     assert by[("sft", "train")].argv[-1] == "sft"  # the cold start only
     # grpo and static-skills train their own cold start into models/sft: the shared one comes back
     # (from DVC's run cache) before the SFT row is evaluated, as an unnamed experiment

@@ -156,6 +156,16 @@ def test_a_killed_evaluation_resumes_at_its_first_unfinished_chunk(evaluated, mo
     assert [[e.traj_id for e in eps] for eps in played] == [[f"{SPLIT}-eval_skills-0001"]]  # only the second
     reported = json.loads(out.stdout[out.stdout.index("{") :])
     assert reported[SPLIT] == metrics[SPLIT]
+    # the generation counters are the whole evaluation's, also the chunk the killed process played
+    whole = CliRunner().invoke(app, ["eval", "--split", SPLIT, "--limit", "2", "--json"])
+    assert whole.exit_code == 0, whole.output
+    once = json.loads(whole.stdout[whole.stdout.index("{") :])["generation"]
+    counted = ("sequences", "prompt_tokens", "generated_tokens")
+    assert once["sequences"] > 0
+    assert {k: reported["generation"][k] for k in counted} == {k: once[k] for k in counted}
+    assert [c["episodes"] for c in reported["chunks"]] == [1, 1]
+    assert all(c["seconds"] > 0 for c in reported["chunks"])
+    assert json.loads((root / "chunked" / "metrics.json").read_text())["chunks"] == reported["chunks"]
     assert not partial.exists()  # the finished part is gone once the result is written
 
     # a partial result of another evaluation is never mixed in: one sentence, before anything plays

@@ -68,6 +68,21 @@ class GenerationStats:
     weight_updates: int = 0
     weight_update_seconds: float = 0.0
 
+    COUNTERS = (
+        "calls",
+        "sequences",
+        "prompt_tokens",
+        "prefilled_tokens",
+        "prefix_tokens_computed",
+        "generated_tokens",
+        "seconds",
+    )
+    """The fields that count work per call (not engine starts or weight updates): a part of a run
+    (one chunk of an evaluation) has its own, and the parts' sum is the run's."""
+
+    def counters(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.COUNTERS}
+
     def as_dict(self) -> dict:
         out = dict(self.__dict__)
         out["prefix_cache_hit_rate"] = (

@@ -12,6 +12,8 @@ environment error fails the stage before anything is written
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +112,21 @@ def evaluate(
                 parts.append(TRAJECTORIES.read(kept / "episodes.parquet"))
                 continue
             desc = f"eval {split} it{ctx.iteration}" + (f" {k + 1}/{len(pieces)}" if len(pieces) > 1 else "")
+            stats = getattr(policy, "stats", None)
+            before, start = (stats.counters() if stats is not None else {}), time.monotonic()
             with make_pool(ctx, len(piece), settings.max_steps) as pool:
                 _, trajs = collect_episodes(policy, pool, piece, settings, retriever_of(ctx), desc=desc)
             check_env_errors(trajs, f"evaluate (iteration {ctx.iteration}, split {split})")
             if kept is not None:
+                after = stats.counters() if stats is not None else {}
+                record = {
+                    "episodes": len(piece),
+                    "seconds": round(time.monotonic() - start, 1),
+                    "generation": {f: after[f] - before[f] for f in after},
+                }
                 with atomic_dir(kept) as tmp:
                     TRAJECTORIES.write(trajs, tmp / "episodes.parquet")
+                    (tmp / CHUNK_RECORD).write_text(json.dumps(record, indent=2) + "\n")
                     (tmp / COMPLETE_MARKER).write_text("ok\n")
             parts.append(trajs)
         trajs = pl.concat(parts) if parts else TRAJECTORIES.empty()
@@ -198,7 +209,10 @@ def evaluate_checkpoint(
         episodes, metrics = evaluate(ctx, policy, bank, [split], conditions, limit, chunk=chunk, state=state)
     finally:
         policy.close()
-    metrics["generation"] = {"engine": policy.engine, **policy.stats.as_dict()}
+    stats = policy.stats.as_dict()
+    if state is not None:  # every chunk's counters, also those an earlier process played
+        stats, metrics["chunks"] = chunk_totals(state, policy.stats)
+    metrics["generation"] = {"engine": policy.engine, **stats}
     if out is not None:
         import shutil
 
@@ -212,6 +226,29 @@ def evaluate_checkpoint(
 
 PARTIAL = ".partial"
 """Folder of ``skillmaster eval --out``'s finished chunks until the evaluation completes."""
+
+CHUNK_RECORD = "chunk.json"
+"""A finished chunk's wall seconds and the generation counters it used (next to its episodes)."""
+
+
+def chunk_totals(state: Path, stats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The whole evaluation's generation counters and per-chunk wall times, from the chunk records in
+    ``state``: an evaluation resumed over several processes counts every chunk once, not only those
+    its last process played (engine starts stay the last process's). A chunk kept by an older
+    version has no record; ``chunks`` then says so (``seconds`` None) and the counters leave it out."""
+    from skillmaster.agent.generation import GenerationStats
+
+    chunks, totals = [], dict.fromkeys(GenerationStats.COUNTERS, 0)
+    for kept in sorted(p for p in state.glob("*/chunk_*") if (p / COMPLETE_MARKER).is_file()):
+        record = kept / CHUNK_RECORD
+        rec = json.loads(record.read_text()) if record.is_file() else {"seconds": None}
+        chunks.append(
+            {"chunk": f"{kept.parent.name}/{kept.name}", **{k: rec.get(k) for k in ("episodes", "seconds")}}
+        )
+        for f, v in rec.get("generation", {}).items():
+            totals[f] = totals.get(f, 0) + v
+    merged = GenerationStats(**{**stats.__dict__, **totals, "seconds": round(totals["seconds"], 2)})
+    return merged.as_dict(), chunks
 
 
 def _sha256(path: Path) -> str:
