@@ -47,7 +47,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     centre = p + z2 / (2 * n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     denom = 1 + z2 / n
-    return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)
+    # At 0 (or n) successes the bound is exactly 0 (or 1); computed, it is off by rounding (a 1e-18
+    # lower bound above a rate of 0 gave a plot a negative error bar).
+    low = 0.0 if successes == 0 else max(0.0, (centre - half) / denom)
+    high = 1.0 if successes == n else min(1.0, (centre + half) / denom)
+    return low, high
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

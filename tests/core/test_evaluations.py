@@ -31,6 +31,9 @@ def test_wilson_interval_by_hand():
     # 0/140: the upper bound is z²/(n + z²) = 3.8415/143.8415
     assert wilson_interval(0, 140) == pytest.approx((0.0, 0.026706), abs=1e-5)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    # At the edges the bound is exact, not off by rounding (a plot's error bar must not go negative)
+    assert [wilson_interval(0, n)[0] for n in (1, 7, 140, 1000)] == [0.0] * 4
+    assert [wilson_interval(n, n)[1] for n in (1, 7, 140, 1000)] == [1.0] * 4
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
 
