@@ -190,9 +190,10 @@ def experiment_ref(name: str, root: Path) -> str:
 
 
 def checkout_outputs(name: str, root: Path) -> None:
-    """Put DVC experiment ``name``'s outputs (its ``dvc.lock``, then ``dvc checkout`` from DVC's cache)
-    into the workspace, leaving code and ``params.yaml`` as they are. ``dvc exp apply`` brings back the
-    experiment's whole commit, so after a code change it would put the experiment's code back too."""
+    """Put DVC experiment ``name``'s outputs (its ``dvc.lock``, then ``dvc checkout`` from DVC's cache,
+    and its committed ``metrics/`` and ``plots/``) into the workspace, leaving code and ``params.yaml`` as
+    they are. ``dvc exp apply`` brings back the experiment's whole commit, so after a code change it
+    would put the experiment's code back too."""
     from skillmaster.io import atomic_write_text
 
     ref = experiment_ref(name, root)
@@ -208,6 +209,16 @@ def checkout_outputs(name: str, root: Path) -> None:
             f"dvc checkout of experiment '{name}' failed (exit code {done.returncode}); "
             "its outputs may be missing from DVC's cache"
         )
+    # The `cache: false` outputs (metrics/, plots/) are not in DVC's cache but in the experiment's commit.
+    for folder in ("metrics", "plots"):
+        listed = subprocess.run(
+            ["git", "ls-tree", "--name-only", ref, folder], cwd=root, capture_output=True, text=True, check=False
+        )
+        if listed.returncode == 0 and listed.stdout.strip():
+            shutil.rmtree(root / folder, ignore_errors=True)  # no files of another run left beside them
+            subprocess.run(
+                ["git", "restore", f"--source={ref}", "--worktree", "--", folder], cwd=root, check=True
+            )
 
 
 def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -203,8 +204,10 @@ def test_pipeline_outputs_brings_back_an_experiments_outputs_but_not_its_code(tm
     (root / "params.yaml").write_text("x: 0\n")
     (root / "code.py").write_text("print('old code')\n")
     (root / "dvc.yaml").write_text(
-        "stages:\n  make:\n    cmd: cat code.py > out.txt && echo x=${x} >> out.txt\n"
+        "stages:\n  make:\n    cmd: cat code.py > out.txt && echo x=${x} >> out.txt"
+        " && mkdir -p metrics && echo '{\"x\":${x}}' > metrics/m.json\n"
         "    deps: [code.py]\n    params: [x]\n    outs: [out.txt]\n"
+        "    metrics:\n    - metrics/m.json:\n        cache: false\n"
     )
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "base")
@@ -214,11 +217,14 @@ def test_pipeline_outputs_brings_back_an_experiments_outputs_but_not_its_code(tm
     sh("git", "commit", "-qam", "new code")
     sh(dvc, "repro", "-q")  # the workspace now holds today's output
     assert (root / "out.txt").read_text() == "print('new code')\nx=0\n"
+    (root / "metrics" / "stale.json").write_text("{}")  # another run's file
 
     monkeypatch.chdir(root)
     out = CliRunner().invoke(app, ["pipeline", "outputs", "e1"])
     assert out.exit_code == 0, out.output
     assert (root / "out.txt").read_text() == "print('old code')\nx=1\n"  # e1's output
+    assert json.loads((root / "metrics" / "m.json").read_text()) == {"x": 1}  # e1's metrics (cache: false)
+    assert not (root / "metrics" / "stale.json").exists()
     assert (root / "code.py").read_text() == "print('new code')\n"  # today's code
     assert (root / "params.yaml").read_text() == "x: 0\n"
     with pytest.raises(ConfigError, match="no DVC experiment named 'nope'"):
