@@ -212,7 +212,11 @@ def checkout_outputs(name: str, root: Path) -> None:
     # The `cache: false` outputs (metrics/, plots/) are not in DVC's cache but in the experiment's commit.
     for folder in ("metrics", "plots"):
         listed = subprocess.run(
-            ["git", "ls-tree", "--name-only", ref, folder], cwd=root, capture_output=True, text=True, check=False
+            ["git", "ls-tree", "--name-only", ref, folder],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if listed.returncode == 0 and listed.stdout.strip():
             shutil.rmtree(root / folder, ignore_errors=True)  # no files of another run left beside them
