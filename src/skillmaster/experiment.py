@@ -220,9 +220,11 @@ def checkout_outputs(name: str, root: Path) -> None:
         )
         if listed.returncode == 0 and listed.stdout.strip():
             shutil.rmtree(root / folder, ignore_errors=True)  # no files of another run left beside them
-            subprocess.run(
-                ["git", "restore", f"--source={ref}", "--worktree", "--", folder], cwd=root, check=True
+            restored = subprocess.run(
+                ["git", "restore", f"--source={ref}", "--worktree", "--", folder], cwd=root, check=False
             )
+            if restored.returncode != 0:
+                raise DataError(f"git could not restore {folder}/ of experiment '{name}' ({ref})")
 
 
 def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> None:
