@@ -228,5 +228,13 @@ def test_skills_shown_counts_the_committed_skill_in_games_that_changed_outcome(p
     assert "committed skills: dyn_001" in out.output
     assert "improved (won only by the row): 2, of which shown an edited skill: 1" in out.output
     assert "worsened (won only by the reference): 1, of which shown an edited skill: 1" in out.output
+    assert "per skill" not in out.output and "every game" not in out.output  # one committed skill, not in g2
+    pl.DataFrame(
+        {"task_id": ["g1", "g2", "g3"], "won": [True, True, False], "skills_shown": [["dyn_001"]] * 3}
+    ).write_parquet(row / "episodes.parquet")
+    everywhere = CliRunner().invoke(
+        app, ["skills", "shown", str(row), "--reference", str(ref), "--root", str(project)]
+    )
+    assert "shown in every game, so being shown cannot tell improved games" in everywhere.output
     missing = CliRunner().invoke(app, ["skills", "shown", str(tmp_path / "nope"), "--reference", str(ref), "--root", str(project)])  # fmt: skip
     assert missing.exit_code != 0

@@ -145,3 +145,15 @@ def shown(
     typer.echo(
         f"worsened (won only by the reference): {s.worsened}, of which shown an edited skill: {s.worsened_shown}"
     )
+    if len(ids) > 1:  # each skill alone: a general skill shown in every game separates nothing
+        typer.echo("per skill (shown in games; in improved; in worsened):")
+        for skill_id in ids:
+            one = shown_in_changed(read(episodes), read(reference), [skill_id])
+            typer.echo(
+                f"  {skill_id}: {one.shown}/{one.games}; {one.improved_shown}/{one.improved}; "
+                f"{one.worsened_shown}/{one.worsened}"
+            )
+    if s.shown == s.games:
+        typer.echo(
+            "an edited skill was shown in every game, so being shown cannot tell improved games from worsened ones"
+        )
