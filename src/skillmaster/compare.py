@@ -343,6 +343,7 @@ def compare_cmd(
             evaluation_table,
             family_bar_plot,
             format_evaluation_table,
+            format_shown_effect,
             load_evaluations,
             records_json,
         )
@@ -351,6 +352,8 @@ def compare_cmd(
         if plot is not None:
             family_bar_plot(plot, records, condition)
         typer.echo(records_json(records) if json_ else format_evaluation_table(records, reference))
+        if not json_ and (effect := format_shown_effect(records)):
+            typer.echo("\nShowing the skills against hiding them (same policy, same games):\n\n" + effect)
         if plot is not None:
             typer.echo(f"wrote {plot}", err=json_)
         return

@@ -9,7 +9,8 @@ evaluated on the same games with the same seeds, so two rows can be compared gam
 Per row and condition the table gives successes per family, overall success with its 95% Wilson
 interval, the share of invalid actions, the mean steps of won episodes, and a paired test against
 a reference row (same condition, same games): the exact McNemar test on the games one row won and
-the other did not. Everything here is a pure function of the episodes tables except
+the other did not; and for a row evaluated both ways, the same test between its two conditions
+(what showing the skills does for that policy). Everything here is a pure function of the episodes tables except
 :func:`load_evaluations` (files) and :func:`family_bar_plot` (a PNG).
 """
 
@@ -180,7 +181,9 @@ def evaluation_table(
     evaluations: Mapping[tuple[str, str], pl.DataFrame], reference: str | None = "skillmaster"
 ) -> list[dict[str, Any]]:
     """One record per (row, condition): :func:`summarize` plus, against ``reference`` (same
-    condition, when evaluated), the :class:`Paired` test as ``paired``."""
+    condition, when evaluated), the :class:`Paired` test as ``paired``; a ``skills`` record whose row
+    was also evaluated without skills gets, as ``vs_no_skills``, the same policy's paired test with
+    the skills shown against hidden (``only_row``: games won only with them)."""
     records = []
     for row, condition in sorted(
         evaluations, key=lambda k: (CONDITIONS.index(k[1]) if k[1] in CONDITIONS else 9, row_sort_key(k[0]))
@@ -189,8 +192,30 @@ def evaluation_table(
         record = {"row": row, "condition": condition, **summarize(episodes)}
         ref = evaluations.get((reference, condition)) if reference else None
         record["paired"] = None if ref is None or row == reference else paired_comparison(episodes, ref)
+        hidden = evaluations.get((row, "no-skills")) if condition == "skills" else None
+        record["vs_no_skills"] = None if hidden is None else paired_comparison(episodes, hidden)
         records.append(record)
     return records
+
+
+def format_shown_effect(records: Sequence[Mapping[str, Any]]) -> str:
+    """Per row evaluated both ways, showing the skills against hiding them (the same policy and
+    games) as a Markdown table; empty when no row has both conditions."""
+    rows = [r for r in records if r.get("vs_no_skills") is not None]
+    if not rows:
+        return ""
+    hidden = {r["row"]: r for r in records if r["condition"] == "no-skills"}
+    lines = [
+        "| row | skills shown | skills hidden | won only shown / only hidden, McNemar p |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        h, p = hidden[r["row"]], r["vs_no_skills"]
+        lines.append(
+            f"| {r['row']} | {r['successes']}/{r['episodes']} | {h['successes']}/{h['episodes']} | "
+            f"{p.only_row} / {p.only_reference}, p = {p.p_value:.3g} ({p.games} games) |"
+        )
+    return "\n".join(lines)
 
 
 def format_evaluation_table(
@@ -246,9 +271,10 @@ def records_json(records: Sequence[Mapping[str, Any]]) -> str:
     out = []
     for r in records:
         rec = dict(r)
-        p = rec.pop("paired")
         rec["by_family"] = {f: {"successes": k, "episodes": n} for f, (k, n) in r["by_family"].items()}
-        rec["paired"] = None if p is None else p.__dict__
+        for key in ("paired", "vs_no_skills"):
+            p = rec.pop(key, None)
+            rec[key] = None if p is None else p.__dict__
         out.append(rec)
     return json.dumps(out, indent=2)
 

@@ -14,6 +14,7 @@ from skillmaster.evaluations import (
     evaluation_table,
     family_bar_plot,
     format_evaluation_table,
+    format_shown_effect,
     load_evaluations,
     mcnemar_exact,
     paired_comparison,
@@ -123,6 +124,12 @@ def test_folders_become_rows_in_the_papers_order_with_paired_tests(experiment):
     text = format_evaluation_table(records)
     assert "| grpo | skills | 2/8 | **2/8** (25.0%, 7.1-59.1) |" in text
     assert "0 / 6, p = 0.0312 (8 games)" in text
+    # the same policy with the skills shown against hidden: g1 is won only when they are shown
+    shown = records[1]["vs_no_skills"]
+    assert (shown.games, shown.only_row, shown.only_reference, shown.p_value) == (8, 1, 0, 1.0)
+    assert records[0]["vs_no_skills"] is None and records[3]["vs_no_skills"] is None
+    assert format_shown_effect(records).splitlines()[2] == "| grpo | 2/8 | 1/8 | 1 / 0, p = 1 (8 games) |"
+    assert format_shown_effect(records[:1]) == ""
 
 
 def test_a_folder_without_evaluations_is_one_clear_error(tmp_path):
@@ -145,6 +152,9 @@ def test_compare_evals_prints_json_and_draws_success_by_family(experiment, tmp_p
     text = CliRunner().invoke(app, ["compare", "--evals", str(experiment), "--reference", "grpo"])
     assert text.exit_code == 0, text.output
     assert "vs grpo" in text.stdout and "6 / 0, p = 0.0312" in text.stdout
+    assert "Showing the skills against hiding them" in text.stdout
+    grpo = {(r["row"], r["condition"]): r for r in rows}[("grpo", "skills")]
+    assert grpo["vs_no_skills"] == {"games": 8, "only_row": 1, "only_reference": 0, "p_value": 1.0}
 
 
 def test_without_the_reference_row_there_is_no_paired_column(experiment):
