@@ -136,7 +136,8 @@ def shown(
     if not ids:
         typer.echo("no committed edits under this root: the bank is still the starting bank")
         return
-    s = shown_in_changed(read(episodes), read(reference), ids)
+    row, ref = read(episodes), read(reference)
+    s = shown_in_changed(row, ref, ids)
     typer.echo(f"committed skills: {', '.join(ids)}")
     typer.echo(f"shown in {s.shown} of {s.games} games")
     typer.echo(
@@ -148,7 +149,7 @@ def shown(
     if len(ids) > 1:  # each skill alone: a general skill shown in every game separates nothing
         typer.echo("per skill (shown in games; in improved; in worsened):")
         for skill_id in ids:
-            one = shown_in_changed(read(episodes), read(reference), [skill_id])
+            one = shown_in_changed(row, ref, [skill_id])
             typer.echo(
                 f"  {skill_id}: {one.shown}/{one.games}; {one.improved_shown}/{one.improved}; "
                 f"{one.worsened_shown}/{one.worsened}"
