@@ -330,7 +330,10 @@ def compare_cmd(
     ] = None,
     reference: Annotated[
         str,
-        typer.Option(help="With --evals: the row every other row is paired against (McNemar, same games)."),
+        typer.Option(
+            help="With --evals: the row every other row is paired against (McNemar, same games), in each "
+            "row's condition; ROW:CONDITION pairs every row with that one evaluation (e.g. skillmaster:skills)."
+        ),
     ] = "skillmaster",
     condition: Annotated[
         str, typer.Option(help="With --evals --plot: the condition to plot (skills or no-skills).")

@@ -8,7 +8,7 @@ evaluated on the same games with the same seeds, so two rows can be compared gam
 
 Per row and condition the table gives successes per family, overall success with its 95% Wilson
 interval, the share of invalid actions, the mean steps of won episodes, and a paired test against
-a reference row (same condition, same games): the exact McNemar test on the games one row won and
+a reference row (same games; in the row's condition, or in the one ``ROW:CONDITION`` names): the exact McNemar test on the games one row won and
 the other did not; and for a row evaluated both ways, the same test between its two conditions
 (what showing the skills does for that policy). Everything here is a pure function of the episodes tables except
 :func:`load_evaluations` (files) and :func:`family_bar_plot` (a PNG).
@@ -177,21 +177,39 @@ def row_sort_key(name: str) -> tuple[int, str]:
     return (ROW_ORDER.index(name), "") if name in ROW_ORDER else (len(ROW_ORDER), name)
 
 
+def parse_reference(reference: str) -> tuple[str, str | None]:
+    """``ROW`` (paired with each record's own condition) or ``ROW:CONDITION`` (every record paired
+    with that one evaluation, e.g. ``skillmaster:skills`` for each row in its own condition)."""
+    row, sep, condition = reference.partition(":")
+    if not sep:
+        return row, None
+    if not row or condition not in CONDITIONS:
+        raise DataError(
+            f"reference '{reference}' is not ROW or ROW:CONDITION with CONDITION one of {', '.join(CONDITIONS)}"
+        )
+    return row, condition
+
+
 def evaluation_table(
     evaluations: Mapping[tuple[str, str], pl.DataFrame], reference: str | None = "skillmaster"
 ) -> list[dict[str, Any]]:
     """One record per (row, condition): :func:`summarize` plus, against ``reference`` (same
-    condition, when evaluated), the :class:`Paired` test as ``paired``; a ``skills`` record whose row
-    was also evaluated without skills gets, as ``vs_no_skills``, the same policy's paired test with
-    the skills shown against hidden (``only_row``: games won only with them)."""
+    condition, or the one ``ROW:CONDITION`` names; when evaluated), the :class:`Paired` test as
+    ``paired``; a ``skills`` record whose row was also evaluated without skills gets, as
+    ``vs_no_skills``, the same policy's paired test with the skills shown against hidden
+    (``only_row``: games won only with them)."""
+    ref_row, ref_condition = parse_reference(reference) if reference else (None, None)
     records = []
     for row, condition in sorted(
         evaluations, key=lambda k: (CONDITIONS.index(k[1]) if k[1] in CONDITIONS else 9, row_sort_key(k[0]))
     ):
         episodes = evaluations[(row, condition)]
         record = {"row": row, "condition": condition, **summarize(episodes)}
-        ref = evaluations.get((reference, condition)) if reference else None
-        record["paired"] = None if ref is None or row == reference else paired_comparison(episodes, ref)
+        key = (ref_row, ref_condition or condition)
+        ref = evaluations.get(key) if ref_row else None
+        record["paired"] = (
+            None if ref is None or (row, condition) == key else paired_comparison(episodes, ref)
+        )
         hidden = evaluations.get((row, "no-skills")) if condition == "skills" else None
         record["vs_no_skills"] = None if hidden is None else paired_comparison(episodes, hidden)
         records.append(record)
@@ -226,8 +244,11 @@ def format_evaluation_table(
     from skillmaster.plots import label
 
     families = sorted({f for r in records for f in r["by_family"]}, key=_family_key)
-    if not any(r["row"] == reference for r in records):
+    ref_row, ref_condition = parse_reference(reference) if reference else (None, None)
+    if not any(r["row"] == ref_row for r in records):
         reference = None  # no such row: no paired column
+    elif ref_condition:
+        reference = f"{ref_row} ({ref_condition})"
     head = [
         "row",
         "condition",

@@ -206,3 +206,18 @@ def test_family_plot_axis_holds_every_bar(tmp_path, monkeypatch):
     )
     family_bar_plot(tmp_path / "f.png", [record])
     assert tops == [pytest.approx(12 / 35 * 1.1)]
+
+
+def test_a_reference_with_a_condition_pairs_every_row_with_that_evaluation(experiment):
+    records = evaluation_table(load_evaluations([experiment]), "skillmaster:skills")
+    by = {(r["row"], r["condition"]): r["paired"] for r in records}
+    # grpo without skills won g0 only; skillmaster with skills won all 8: 0 / 7, p = 2 / 2^7
+    hidden = by[("grpo", "no-skills")]
+    assert (hidden.only_row, hidden.only_reference, hidden.p_value) == (0, 7, pytest.approx(2 / 128))
+    assert by[("skillmaster", "skills")] is None
+    assert (
+        "vs skillmaster (skills) (won only by row / only by skillmaster (skills)"
+        in format_evaluation_table(records, "skillmaster:skills")
+    )
+    with pytest.raises(DataError, match="ROW:CONDITION"):
+        evaluation_table(load_evaluations([experiment]), "skillmaster:hidden")
