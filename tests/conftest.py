@@ -26,6 +26,7 @@ _REAL_HOME = os.environ.get("HOME", "")
 _STATE = Path(tempfile.mkdtemp(prefix="skillmaster-test-state-"))
 os.environ["HOME"] = str(_SEALED_HOME)
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ["PREFECT_SERVER_MEMO_STORE_PATH"] = str(_STATE / "prefect" / "memo_store.toml")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DVC_NO_ANALYTICS"] = "1"
@@ -46,8 +47,13 @@ FAST_MODULES = (
     "tests/core/test_config.py",
     "tests/core/test_io.py",
     "tests/core/test_flow_overrides.py",
+    "tests/core/test_metric_names.py",
+    "tests/core/test_bars.py",
+    "tests/core/test_docs.py",
     "tests/skills/test_skills_bank.py",
     "tests/skills/test_skills_commit.py",
+    "tests/skills/test_skills_gate.py",
+    "tests/skills/test_skills_power.py",
     "tests/skills/test_skills_probes.py",
     "tests/skills/test_skills_review.py",
     "tests/skills/test_skills_store.py",

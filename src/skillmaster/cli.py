@@ -75,18 +75,50 @@ def config_show(
 
 @config_app.command("check")
 def config_check(
-    files: Annotated[list[Path], typer.Argument(help="Settings files or overlays to check.")],
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Settings files or overlays to validate, without a memory plan."),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
+    overlay: OverlayOpt = None,
+    set_: SetOpt = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(min=1, help="GPUs of the run (default: the launcher's num_processes, else 1)."),
+    ] = None,
+    gpu_memory: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="GiB per GPU (default: torch's cuda:0, else the paper's 80 GiB)."),
+    ] = None,
+    params_count: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="The model's parameter count (e.g. 7.62e9), overriding its config."),
+    ] = None,
+    flow: Annotated[
+        bool,
+        typer.Option(
+            "--flow", help="Plan for `skillmaster loop`: its vLLM engine stays on GPU 0 during train."
+        ),
+    ] = False,
 ) -> None:
-    """Validate settings files (overlays are checked merged on top of --params)."""
+    """Validate settings files (overlays merged on top of --params); without FILES, check that the
+    effective settings' GPU memory plan (sft, train, generation) fits --gpus × --gpu-memory."""
     from skillmaster.config import load_config
 
-    for f in files:
+    for f in files or []:
         if f.resolve() == params.resolve():
             load_config(f)
         else:
             load_config(params, overlays=[f])
         typer.echo(f"{f}: ok")
+    if files and not (overlay or set_ or gpus or gpu_memory or params_count or flow):
+        return
+    from skillmaster.memory_plan import check_plan, format_plan, plan_for
+    from skillmaster.runtime import project_root
+
+    plan = plan_for(load(params, overlay, set_), project_root(), gpus, gpu_memory, params_count, flow)
+    typer.echo(format_plan(plan))
+    check_plan(plan)
 
 
 @config_app.command("sets")
@@ -265,6 +297,9 @@ app.command("compare")(compare_cmd)
 from skillmaster.experiment import experiment_cmd  # noqa: E402
 
 app.command("experiment")(experiment_cmd)
+from skillmaster.bank_experiment import bank_experiment_cmd  # noqa: E402
+
+app.command("bank-experiment")(bank_experiment_cmd)
 
 
 def _terminate(signum, frame) -> None:

@@ -1,16 +1,16 @@
 """``skillmaster compare``: the runs of the MLflow experiment side by side, one row per run.
 
-Each pipeline run is one MLflow run (:mod:`skillmaster.tracking`): named ``<method>-<fingerprint>``,
-tagged with ``skillmaster.method``, ``skillmaster.run_key`` (settings fingerprint + git commit) and
-``git_commit``, with the whole config as params and metrics at ``step=iteration``. The table shows,
-per run, its identity and the latest value of:
+Each pipeline run is one MLflow run (:mod:`skillmaster.tracking`): named
+``<method>-<env>-<model>-<N>it-<fingerprint>``, tagged with ``skillmaster.method``,
+``skillmaster.run_key`` (settings fingerprint + git commit) and ``git_commit``, with the whole config
+as params and metrics at ``step=iteration``. The table shows, per run, its identity and the latest
+value of the headline metrics, the very numbers the MLflow runs table shows in those columns:
 
-- ``success``: overall eval success. The ``report`` stage logs it as ``success_rate`` (first eval
-  split, with skills when evaluated); before the report has run, the evaluate stage's
-  ``eval/<split>.eval_skills.success_rate`` (or ``eval_no_skills``) stands in.
-- one column per task family (``success/Pick`` … from the report, else the evaluate stage's
-  ``by_family`` metrics), named as in the paper's tables;
-- ``bank``: skills in the bank (``bank.total`` from the report, else ``counterfactual/bank_total``).
+- ``success``: eval success on the first split with skills shown (``success_no_skills`` where the
+  run shows none); stores from before one name per metric: ``success_rate``, else the evaluate
+  stage's ``eval/<split>.eval_skills.success_rate``;
+- one column per task family (``success/Pick`` …), named as in the paper's tables;
+- ``bank``: skills in the bank (``bank/size``).
 
 ``--metric NAME`` (repeatable) shows the named metrics instead (``params.KEY`` and ``tags.KEY``
 work too); ``--plot out.png`` draws each run's success over iterations.
@@ -68,7 +68,10 @@ def success_source(row: Mapping[str, Any]) -> tuple[str, str] | None:
     The report's metrics win; before the report has run, the evaluate stage's metrics of the first
     eval split (with skills, else without) stand in.
     """
-    if _metric(row, "success_rate") is not None:
+    for name in ("success", "success_no_skills"):  # tracking.metric_names' headline names
+        if _metric(row, name) is not None:
+            return name, name + "/{fam}"
+    if _metric(row, "success_rate") is not None:  # stores written before one name per metric
         return "success_rate", "success/{fam}"
     split = eval_split(row)
     for cond in ("eval_skills", "eval_no_skills"):
@@ -159,8 +162,14 @@ def compare_table(runs: pl.DataFrame, metrics: Sequence[str] | None = None) -> p
         for row in rows:
             source = success_source(row)
             per_family = family_success(row)
-            bank = _metric(row, "bank.total")
-            bank = bank if bank is not None else _metric(row, "counterfactual/bank_total")
+            bank = next(
+                (
+                    v
+                    for k in ("bank/size", "bank.total", "counterfactual/bank_total")
+                    if (v := _metric(row, k)) is not None
+                ),
+                None,
+            )
             table.append(
                 _identity(row)
                 | {"success": _metric(row, source[0]) if source else None}

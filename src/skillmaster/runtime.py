@@ -29,6 +29,10 @@ def configure_environment(root: Path | None = None) -> None:
     """
     root = root or project_root()
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    # Prefect 3.7 puts its memo store under ~/.prefect whatever PREFECT_HOME says
+    os.environ.setdefault(
+        "PREFECT_SERVER_MEMO_STORE_PATH", str(Path(os.environ["PREFECT_HOME"]) / "memo_store.toml")
+    )
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_UI_ENABLED", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

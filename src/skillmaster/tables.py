@@ -61,11 +61,13 @@ TRAJECTORIES = TableSchema(
         "skills_block": pl.Utf8,  # the rendered skill block shown to the agent
         "initial_observation": pl.Utf8,  # observation after reset (what step 0 acted on)
         "final_observation": pl.Utf8,
-        "condition": pl.Utf8,  # train | probe_before | probe_after | placebo_before | placebo_after | eval_skills | eval_no_skills | sft
+        "condition": pl.Utf8,  # train | probe_before | probe_after | placebo_before | placebo_after | eval_skills | eval_no_skills | sft (probe_before: the control arm, B or B + placebo)
         "probe_of": pl.Utf8,  # probes: the review (traj_id) whose edit (or placebo) they score; "" otherwise
         "probe": pl.Int32,  # probes: k, the probe task's index among the edit's K; -1 otherwise
         "temperature": pl.Float64,  # sampling temperature of the episode's replies
+        "prompts_shortened": pl.Int32,  # step prompts cut to the engine's length limit (agent.prompts.PROMPT_FIT_RULE)
     },
+    added={"prompts_shortened": 0},  # 0: before the limit was enforced
 )
 
 REVIEWS = TableSchema(
@@ -102,28 +104,35 @@ EDITS = TableSchema(
         "edit": pl.Utf8,  # JSON of the edit
         "scored": pl.Boolean,  # False when over counterfactual.max_edits or counterfactual is off
         "probe_task_ids": pl.List(pl.Utf8),
-        "scores_before": pl.List(pl.Float64),  # s_k(B)
+        "scores_before": pl.List(pl.Float64),  # s_k of the control arm: B, or B + placebo
         "scores_after": pl.List(pl.Float64),  # s_k(B')
-        "utility": pl.Float64,  # U (METHOD.md §6); 0 when unscored or counterfactual is off
+        "utility": pl.Float64,  # U (METHOD.md §6) of after vs before; 0 when unscored or counterfactual is off
         "committed": pl.Boolean,
-        "commit_reason": pl.Utf8,  # committed | below_threshold | policy_off | conflict | duplicate | ...
+        "commit_reason": pl.Utf8,  # committed | below_threshold | not_significant | policy_off | conflict | ...
         "committed_id": pl.Utf8,  # id of the skill in the next bank ("" when not committed)
+        "control": pl.Utf8,  # counterfactual.control: none | placebo (what scores_before were played with)
+        "control_edit": pl.Utf8,  # JSON of the placebo edit giving the control arm ("" when it is B)
+        "p_value": pl.Float64,  # one-sided sign test of the K deltas (ties dropped); 1 when unscored
     },
+    added={"control": "none", "control_edit": "", "p_value": float("nan")},  # NaN: before the gate existed
 )
 
 PLACEBOS = TableSchema(
     "placebos",
     {
         "iteration": pl.Int32,
-        "traj_id": pl.Utf8,  # the review whose probes the placebo edit (B' = B) was scored on
+        "traj_id": pl.Utf8,  # the review whose probes the placebo edit was scored on
         "family": pl.Utf8,
         "probe_task_ids": pl.List(pl.Utf8),
         "scores_before": pl.List(pl.Float64),
         "scores_after": pl.List(pl.Float64),
-        "kind": pl.Utf8,  # identical (B' = B) | neutral (B' = B + a skill that gives no advice)
+        "kind": pl.Utf8,  # identical (B' = B) | neutral (B' = B + a skill that gives no advice) |
+        # placebo_vs_placebo (control placebo: B + placebo vs B + another placebo of the same size and place)
         "utility": pl.Float64,  # U of an edit without content: non-zero only by chance
         "would_commit": pl.Boolean,  # the commit rule fires on it
+        "p_value": pl.Float64,  # one-sided sign test of its K deltas, as for edits
     },
+    added={"p_value": float("nan")},  # NaN: before the gate existed
 )
 
 SFT_SAMPLES = TableSchema(

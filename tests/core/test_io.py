@@ -58,6 +58,49 @@ def test_table_roundtrip_and_validation(tmp_path):
         SCHEMA.read(tmp_path / "missing.parquet")
 
 
+def test_columns_added_later_read_from_older_files(tmp_path):
+    """A file written before a column existed reads with the column's declared value; writing still
+    needs every column."""
+    import math
+
+    old = SCHEMA.write(SCHEMA.from_rows([{"a": 1, "b": "x", "c": [0.5]}]), tmp_path / "old.parquet")
+    newer = TableSchema(
+        "demo",
+        {**SCHEMA.columns, "p": pl.Float64, "tag": pl.Utf8},
+        added={"p": float("nan"), "tag": "none"},
+    )
+    df = newer.read(old)
+    assert df.columns == ["a", "b", "c", "p", "tag"] and df.schema["p"] == pl.Float64
+    assert math.isnan(df["p"][0]) and df["tag"][0] == "none"
+    with pytest.raises(DataError, match="wrong columns"):
+        newer.write(SCHEMA.read(old), tmp_path / "again.parquet")
+    fresh = newer.write(df.with_columns(p=pl.lit(0.25)), tmp_path / "new.parquet")
+    assert newer.read(fresh)["p"][0] == 0.25
+
+
+def test_rows_that_leave_out_an_added_column_get_its_declared_value():
+    """Code written before a column existed still builds rows of the table; any other column is required."""
+    newer = TableSchema("demo", {**SCHEMA.columns, "n": pl.Int32}, added={"n": 0})
+    df = newer.from_rows([{"a": 1, "b": "x", "c": [0.5]}, {"a": 2, "b": "y", "c": []}])
+    assert df["n"].to_list() == [0, 0] and df.schema["n"] == pl.Int32
+    assert newer.from_rows([{"a": 1, "b": "x", "c": [], "n": 3}])["n"].to_list() == [3]
+    with pytest.raises(ValueError, match=r"missing \['b'\]"):
+        newer.from_rows([{"a": 1, "c": []}])
+
+
+def test_committed_counterfactual_tables_still_read(repo_root):
+    """The edits and placebos tables of the committed experiments predate the gate's columns."""
+    from skillmaster.tables import EDITS, PLACEBOS
+
+    files = sorted((repo_root / "results").glob("*/*/pipeline/data/iter_*/counterfactual/edits.parquet"))
+    if not files:
+        pytest.skip("no committed counterfactual tables")
+    for path in files:
+        edits = EDITS.read(path)
+        assert (edits["control"] == "none").all() and edits["p_value"].is_nan().all()
+        assert PLACEBOS.read(path.with_name("placebos.parquet"))["p_value"].is_nan().all()
+
+
 # --------------------------------------------------------------------------- issue #21
 FULL_DISK = textwrap.dedent(
     """

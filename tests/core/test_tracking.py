@@ -66,3 +66,14 @@ def test_tracking_off_is_a_noop(tmp_path):
     tracker.log_artifact(tmp_path)
     tracker.close()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_only_rank_0_of_a_launch_opens_the_store(tmp_path, monkeypatch):
+    """Under `accelerate launch` every rank runs the stage: one writer to the MLflow store."""
+    cfg = Config(tracking=TrackingConfig(experiment="ranks"))
+    monkeypatch.setenv("RANK", "1")
+    assert isinstance(open_tracker(cfg, tmp_path), NullTracker)
+    assert not (tmp_path / "mlflow.db").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert isinstance(open_tracker(cfg, tmp_path), MlflowTracker)
+    assert (tmp_path / "mlflow.db").exists()

@@ -183,15 +183,29 @@ def test_mlflow_holds_the_stage_metrics(flow_run):
         "collect/success_rate",
         "collect/episodes",
         "review/mean_shaping",
-        "counterfactual/",
-        "train/",
-        "eval/valid_seen.eval_skills.success_rate",
-        "success_rate",
+        "review/valid_edit_share",
+        "edits/scored",
+        "edits/committed",
+        "bank/size",
+        "train/loss",
+        "train/kl",
+        "eval/valid_seen/eval_skills/mean_length",
+        "success",
     ):
-        assert any(k.startswith(key) for k in metrics), (key, sorted(metrics))
-    history = client.get_metric_history(runs[0].info.run_id, "success_rate")
+        assert key in metrics, (key, sorted(metrics))
+    # one name per number: "/" between parts, no second spelling of a stage's metric
+    assert not [k for k in metrics if "." in k.replace("e.g.", "")], sorted(metrics)
+    assert not [
+        k for k in metrics if k.startswith(("eval/valid_seen/eval_skills/success_rate", "success_rate"))
+    ]
+    assert not [k for k in metrics if k.startswith("counterfactual/bank_")]
+    run_id = runs[0].info.run_id
+    history = client.get_metric_history(run_id, "success")
     assert sorted(m.step for m in history) == [0, 1]  # one point per iteration, eval 0 included
+    # the report fills in what DVC skipped but logs no finished stage's number a second time
+    assert sorted(m.step for m in client.get_metric_history(run_id, "collect/episodes")) == [1]
     assert runs[0].data.params["loop.iterations"] == "1"
+    assert runs[0].info.run_name.startswith("skillmaster-alfworld-")
 
 
 def test_metrics_and_plots_are_written(flow_run):
@@ -235,3 +249,33 @@ def test_dvc_repro_builds_the_project_then_the_flow_skips_every_stage(
     results = skillmaster_loop(params=str(root / "params.yaml"))
     assert results == {name: {"skipped": True} for name in STAGES}
     assert json.loads(Paths(root).summary.read_text())["iterations"][1]["collect"]["episodes"] == 2
+
+
+def test_the_flow_run_page_shows_stage_logs_and_headline_metrics(flow_run):
+    """What the Prefect UI shows of the run: each stage's start, progress and end in the flow run's
+    log pane, and a headline-metrics artifact per stage (plus the run's settings)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    messages = "\n".join(entry.message for entry in logs)
+    for name in STAGES:
+        assert f"{name}: started" in messages and f"{name}: finished" in messages, (name, messages)
+    assert "/2 ep" in messages  # the collector's progress: episodes of the G=2 group
+    assert "steps: " in messages and "loss=" in messages  # the trainer's progress with its loss
+    keys = {a.key: a.data for a in artifacts}
+    assert "settings" in keys
+    assert "| edits/scored |" in keys["counterfactual-iter-001"]
+    assert "| train/loss |" in keys["train-iter-001"]
+    assert "| success |" in keys["evaluate-iter-001"]

@@ -16,6 +16,7 @@ the tables; the placebo edit (B' = B) must give identical paired episodes and U 
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,10 @@ def test_utility_is_recomputed_from_the_probe_rewards(run):
         )
         u = max(0.0, sum(deltas) / K + cf.gamma * net) - cf.size_penalty * grown
         assert row["utility"] == pytest.approx(u)
+        # the one-sided sign test over the nonzero deltas, by hand: P(X >= n+ | X ~ Bin(n, 1/2))
+        n_pos, n = sum(d > 0 for d in deltas), sum(d != 0 for d in deltas)
+        assert row["p_value"] == sum(math.comb(n, i) for i in range(n_pos, n + 1)) / 2**n
+        assert (row["control"], row["control_edit"]) == ("none", "")
         assert row["utility"] == pytest.approx(utility(before, after, cf.gamma, cf.clip, cf.size_penalty, size0,
                                                        size0 + grown))  # fmt: skip
 
@@ -323,6 +328,7 @@ def test_a_placebo_edit_plays_identical_paired_episodes_and_scores_zero(run):
         assert (
             row["scores_before"] == row["scores_after"] and row["utility"] == 0.0 and not row["would_commit"]
         )
+        assert row["p_value"] == 1.0  # identical prompts: no nonzero delta
         assert row["kind"] == "identical"
     m = run.metrics["counterfactual"]
     assert (m["placebo_scored"], m["placebo_commits"], m["placebo_commit_rate"]) == (PLACEBOS_N, 0, 0.0)

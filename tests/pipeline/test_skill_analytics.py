@@ -115,13 +115,14 @@ def project(tmp_path_factory) -> Path:
                 "family": trajs[e]["family"], "status": reviews[e]["status"], "skill_id": s.edit.skill_id,
                 "edit": s.edit.model_dump_json(), "scored": True, "probe_task_ids": ids, "scores_before": before,
                 "scores_after": after_scores, "utility": s.utility, "committed": d.committed,
-                "commit_reason": d.reason, "committed_id": d.skill_id,
+                "commit_reason": d.reason, "committed_id": d.skill_id, "control": "none", "control_edit": "",
+                "p_value": 1.0,
             }
         )  # fmt: skip
     EDITS.write(EDITS.from_rows(edits), p.edits(IT))
     placebo = {"iteration": IT, "traj_id": trajs[2]["traj_id"], "family": trajs[2]["family"],
                "probe_task_ids": ["p-e"], "scores_before": [0.25], "scores_after": [0.25], "kind": "neutral",
-               "utility": 0.0, "would_commit": False}  # fmt: skip
+               "utility": 0.0, "would_commit": False, "p_value": 1.0}  # fmt: skip
     PLACEBOS.write(PLACEBOS.from_rows([placebo]), p.placebos(IT))
     save_bank(after, p.bank(IT))
     statuses = [r["status"] for r in reviews]

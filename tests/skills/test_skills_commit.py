@@ -92,3 +92,41 @@ def test_commit_stats(tiny_bank, edits):
     assert stats["mean_utility_committed"] == pytest.approx((0.5 + 0.5 + 0.4) / 3)
     assert stats["mean_utility_scored"] == pytest.approx((0.5 + 0.3 + 0.2 + 0.4 + 0.0 + 0.5) / 6)
     assert commit_stats([], [])["mean_utility_committed"] == 0.0
+
+
+# --------------------------------------------------------------------------- commit: test (issue #39)
+def test_test_policy_commits_on_the_sign_test_not_on_u(tiny_bank):
+    edits = [
+        ScoredEdit("a", _propose("Strong evidence"), 0.1, p_value=1 / 16),
+        ScoredEdit("b", _propose("High utility, no evidence"), 0.9, p_value=0.5),
+        ScoredEdit("c", _propose("At alpha"), 0.3, p_value=0.1),  # p < alpha is strict
+        ScoredEdit("d", _propose("Unscored"), 0.0, scored=False, p_value=0.0),  # never committed
+    ]
+    bank, decisions = commit_edits(tiny_bank, edits, policy="test", alpha=0.1)
+    got = {d.key: (d.committed, d.reason) for d in decisions}
+    assert got == {
+        "a": (True, "committed"),
+        "b": (False, "not_significant"),
+        "c": (False, "not_significant"),
+        "d": (False, "not_significant"),
+    }
+    assert [s.title for s in bank.task_specific_skills["heat"]][-1] == "Strong evidence"
+    # a looser alpha admits c; U plays no part
+    _, decisions = commit_edits(tiny_bank, edits, policy="test", alpha=0.2)
+    assert sorted(d.key for d in decisions if d.committed) == ["a", "c"]
+
+
+def test_test_policy_resolves_conflicts_by_p_first(tiny_bank):
+    edits = [
+        ScoredEdit("t3", _update("h1", "Heat it twice."), 0.9, p_value=0.06),
+        ScoredEdit("t4", _update("h1", "Heat it three times."), 0.2, p_value=0.01),
+    ]
+    bank, decisions = commit_edits(tiny_bank, edits, policy="test", alpha=0.1)
+    assert [(d.key, d.committed, d.reason, d.rank) for d in decisions] == [
+        ("t3", False, "conflict", 1),
+        ("t4", True, "committed", 0),
+    ]
+    assert bank.task_specific_skills["heat"][0].principle == "Heat it three times."
+    # the threshold policy ranks by U instead
+    bank, _ = commit_edits(tiny_bank, edits, policy="threshold")
+    assert bank.task_specific_skills["heat"][0].principle == "Heat it twice."

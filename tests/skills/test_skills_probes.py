@@ -126,3 +126,40 @@ def test_a_neutral_placebo_adds_one_skill_without_advice(tiny_bank):
     assert change.kind == "added" and change.section == "general"
     assert {k: change.after[k] for k in NEUTRAL_SKILL} == NEUTRAL_SKILL
     assert bank_size(neutral).total == bank_size(tiny_bank).total + 1
+
+
+# --------------------------------------------------------------------------- fixed probe pools (issue #39)
+def test_probe_pools_are_fixed_per_family_and_leave_out_excluded_games():
+    from skillmaster.skills.probes import probe_pools
+
+    sft = {t.task_id for t in TASKS[:3]} | {TASKS[13].task_id}
+    pools = probe_pools(TASKS, 5, seed=0, exclude=sft)
+    assert set(pools) == set(FAMILIES)
+    for family, ids in pools.items():
+        assert len(ids) == 5 == len(set(ids)) and ids == sorted(ids)
+        assert all(FAM[t] == family for t in ids) and not set(ids) & sft
+    # deterministic, whatever the order; another seed gives other pools
+    assert probe_pools(list(reversed(TASKS)), 5, seed=0, exclude=sorted(sft)) == pools
+    assert probe_pools(TASKS, 5, seed=1, exclude=sft) != pools
+    # one family's pool does not depend on the others'
+    heat = [t for t in TASKS if t.family == FAMILIES[1]]
+    assert probe_pools(heat, 5, seed=0, exclude=sft)[FAMILIES[1]] == pools[FAMILIES[1]]
+    # a family with too few eligible games pools them all; probes drawn from a pool stay in it
+    assert probe_pools(TASKS, 50, seed=0, exclude=sft)[FAMILIES[0]] == sorted(
+        t.task_id for t in TASKS if t.family == FAMILIES[0] and t.task_id not in sft
+    )
+    pooled = [t for t in TASKS if t.task_id in pools[FAMILIES[0]]]
+    src = TASKS[5]
+    got = draw_probes(src.task_id, src.family, pooled, k=4, seed=0)
+    assert len(got) == 4 and set(got) <= set(pools[FAMILIES[0]]) and src.task_id not in got
+    with pytest.raises(ValueError):
+        probe_pools(TASKS, 0, seed=0)
+
+
+def test_webshop_pools_by_category():
+    from skillmaster.skills.probes import probe_pools
+
+    goals = [TaskSpec(str(i), "webshop", "apparel" if i % 2 else "footwear", "train") for i in range(20)]
+    pools = probe_pools(goals, 3, seed=0, match="category")
+    assert set(pools) == {"apparel", "footwear"}
+    assert all(int(g) % 2 == 1 for g in pools["apparel"]) and all(len(v) == 3 for v in pools.values())

@@ -56,3 +56,37 @@ def test_utility_hand_computed(before, after, gamma, clip, c, nb, na, expected):
 def test_utility_needs_paired_probes():
     with pytest.raises(ValueError, match="pair up"):
         utility([1.0, 0.0], [1.0], gamma=0.2)
+
+
+# --------------------------------------------------------------------------- the sign-test gate (issue #39)
+@pytest.mark.parametrize(
+    ("deltas", "expected"),
+    [
+        ([1.0, 0.5, 2.0, 0.0], 1 / 8),  # n = 3 (the tie dropped), all positive: 1/2³
+        ([1.0, 1.0, 1.0, 1.0, -1.0], 6 / 32),  # n = 5, n₊ = 4: (C(5,4) + C(5,5)) / 2⁵
+        ([0.25] * 10, 1 / 1024),  # ten positives: 1/2¹⁰
+        ([1.0, -1.0], 3 / 4),  # n = 2, n₊ = 1: (C(2,1) + C(2,2)) / 4
+        ([-1.0, -0.5, -2.0], 1.0),  # no positive: P(X ≥ 0) = 1
+        ([0.0, 0.0, 0.0], 1.0),  # no nonzero delta
+        ([], 1.0),
+        ([1.0] * 6 + [-1.0] * 2, 37 / 256),  # n = 8, n₊ = 6: (28 + 8 + 1) / 256
+    ],
+)
+def test_sign_test_p_hand_computed(deltas, expected):
+    from skillmaster.skills.utility import sign_test_p
+
+    assert sign_test_p(deltas) == expected  # exact, not approximate
+
+
+def test_identical_prompts_give_u_zero_and_p_one():
+    """Paired probes with identical prompts play identical episodes: every Δ is exactly 0."""
+    from skillmaster.skills.utility import probe_deltas, sign_test_p
+
+    scores = [0.0, 1.7333333333333334, 0.125, 1.1]
+    deltas = probe_deltas(scores, list(scores))
+    assert deltas == [0.0] * 4
+    for clip in (True, False):
+        assert utility(scores, list(scores), gamma=0.2, clip=clip) == 0.0
+    assert sign_test_p(deltas) == 1.0
+    with pytest.raises(ValueError, match="pair up"):
+        probe_deltas([1.0], [])

@@ -154,6 +154,21 @@ def finish_reply(
     )
 
 
+def prompt_budget(engine, max_new_tokens: int) -> int | None:
+    """Most prompt tokens ``engine`` takes beside a reply of ``max_new_tokens``: its
+    ``max_model_len`` less the reply (:data:`~skillmaster.agent.prompts.PROMPT_FIT_RULE`); None when
+    the engine states no limit."""
+    limit = getattr(engine, "max_model_len", None)
+    if not limit:
+        return None
+    if limit - max_new_tokens < 1:
+        raise ConfigError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the engine's "
+            f"{limit} tokens (rollout.vllm.max_model_len on vLLM): lower it or raise the limit"
+        )
+    return limit - max_new_tokens
+
+
 def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 

@@ -14,7 +14,7 @@ Pure functions; they never raise on any text. A fault's name is the field of
                        ends (``rollout.end_on_malformed``); its penalty goes to the episode reward
 =====================  ==========================================================================
 
-The detection rules follow the authors' released code (see docs in README, "Method notes").
+The detection rules follow the authors' released code (docs/skill-mastery.md).
 """
 
 from __future__ import annotations

@@ -143,6 +143,9 @@ class Policy:
     prefix_reuse: bool = True
     max_batch_size: int | None = None
     cache_size: int = 256
+    max_model_len: int | None = None
+    """Longest prompt + reply (the model's ``max_position_embeddings`` unless given); a longer
+    rollout or review prompt is shortened first (:data:`~skillmaster.agent.prompts.PROMPT_FIT_RULE`)."""
     stats: GenerationStats = field(default_factory=GenerationStats)
     _prefixes: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -153,6 +156,7 @@ class Policy:
         model, tokenizer, device = load_model(base_dir, cfg, adapter=adapter)
         if adapter is not None and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()  # plain weights generate faster than LoRA hooks
+        kwargs.setdefault("max_model_len", getattr(model.config, "max_position_embeddings", None))
         return cls(model=model, tokenizer=tokenizer, device=device, **kwargs)
 
     # ------------------------------------------------------------------ prefix cache

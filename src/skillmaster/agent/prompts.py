@@ -113,3 +113,75 @@ def apply_chat_template(tokenizer, parts: PromptParts) -> tuple[str, int]:
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     at = text.rfind(parts.suffix) if parts.suffix else -1
     return text, max(at, 0)
+
+
+# --------------------------------------------------------------------------- prompts that do not fit
+CUT_MARK = "..."
+"""Stands where :func:`cut_left` removed the start of a user message."""
+
+PROMPT_FIT_RULE = """\
+A prompt longer than the engine allows is shortened, never refused, by one rule. The budget is the
+engine's length limit (vLLM: rollout.vllm.max_model_len; transformers: the model's
+max_position_embeddings) less the reply's max_new_tokens, so the reply always has its full room.
+1. Drop the oldest step of the history, one step at a time, until the prompt fits or no history is
+   left (rollout prompts; a review prompt has no history to drop).
+2. Still too long: cut the user message from the left, keeping the chat template's header and the
+   system text (the instructions) whole and marking the cut with CUT_MARK; the end of the prompt
+   (current observation, admissible actions, reply format) stays. The kept head is then the
+   prompt's prefix.
+Every shortened prompt is counted (the stage metric prompts_shortened), and the stored prompt is
+the shortened one, so training sees exactly the ids the engine saw."""
+
+
+def prompt_length(tokenizer, text: str, prefix_chars: int) -> int:
+    """Tokens of a prompt as the engines and training encode it (prefix and suffix separately)."""
+    from skillmaster.agent.tokens import encode_prompt
+
+    prefix, suffix = encode_prompt(tokenizer, text, prefix_chars)
+    return len(prefix) + len(suffix)
+
+
+def cut_left(tokenizer, text: str, keep_chars: int, max_tokens: int) -> str:
+    """``text[:keep_chars]`` whole, then :data:`CUT_MARK` and as much of the end of the rest as fits
+    in ``max_tokens`` tokens (encoded with ``prefix_chars = keep_chars``, as :func:`prompt_length`).
+
+    Raises :class:`~skillmaster.errors.ConfigError` when the kept head alone does not fit: every
+    prompt shares it, so no prompt could be generated for."""
+    from skillmaster.errors import ConfigError
+
+    head, rest = text[:keep_chars], text[keep_chars:]
+    head_tokens = prompt_length(tokenizer, head, len(head))
+    offsets = tokenizer(rest, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    room = max_tokens - head_tokens - prompt_length(tokenizer, CUT_MARK, 0)
+    keep = min(room, len(offsets))
+    while keep > 0:  # the cut may join two tokens into a different number: verify, shrink by the excess
+        out = head + CUT_MARK + rest[offsets[len(offsets) - keep][0] :]
+        over = prompt_length(tokenizer, out, len(head)) - max_tokens
+        if over <= 0:
+            return out
+        keep -= over
+    raise ConfigError(
+        f"a prompt's system text and template header take {head_tokens} tokens, more than the "
+        f"{max_tokens} the engine leaves for a prompt (its length limit less the reply's "
+        "max_new_tokens): raise rollout.vllm.max_model_len or lower max_new_tokens"
+    )
+
+
+def fit_prompt(
+    tokenizer, render: Callable[[int], PromptParts], history_shown: int, max_tokens: int | None
+) -> tuple[str, int, bool]:
+    """The chat-templated prompt ``render(history_shown)`` (``render(k)``: the prompt parts showing
+    the last ``k`` history steps), shortened by :data:`PROMPT_FIT_RULE` to ``max_tokens`` tokens
+    (None: no limit). Returns ``(text, prefix_chars, shortened)``."""
+    parts = render(history_shown)
+    text, prefix_chars = apply_chat_template(tokenizer, parts)
+    if max_tokens is None or prompt_length(tokenizer, text, prefix_chars) <= max_tokens:
+        return text, prefix_chars, False
+    for shown in range(history_shown - 1, -1, -1):  # 1. the oldest history step first
+        parts = render(shown)
+        text, prefix_chars = apply_chat_template(tokenizer, parts)
+        if prompt_length(tokenizer, text, prefix_chars) <= max_tokens:
+            return text, prefix_chars, True
+    user = text.rfind(parts.prefix + parts.suffix)  # 2. from the left, after the system text
+    keep = user if user >= 0 else 0  # a template that rewrites the message keeps nothing whole
+    return cut_left(tokenizer, text, keep, max_tokens), keep, True

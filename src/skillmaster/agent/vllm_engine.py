@@ -70,6 +70,10 @@ class VllmPolicy:
     model_dir: Path
     tokenizer_dir: Path
     device: str = "cpu"
+    max_model_len: int | None = None
+    """Longest prompt + reply the engine takes (``rollout.vllm.max_model_len``); vLLM refuses a whole
+    call holding a longer prompt, so rollout and review prompts are shortened first
+    (:data:`~skillmaster.agent.prompts.PROMPT_FIT_RULE`)."""
     stats: GenerationStats = field(default_factory=GenerationStats)
     closed: bool = False
 
@@ -128,6 +132,7 @@ class VllmPolicy:
             model_dir=Path(model_dir),
             tokenizer_dir=Path(tokenizer_dir),
             device=device,
+            max_model_len=model_len,
         )
         policy.stats.engine_starts += 1
         policy.stats.engine_start_seconds += time.perf_counter() - start

@@ -4,7 +4,9 @@
     export PREFECT_API_URL=http://127.0.0.1:4200/api  # terminal 2
     python flows/deploy.py [--cron "0 2 * * *"]       # registers + serves; trigger runs from the UI
 
-The process keeps serving until stopped (Ctrl-C); runs appear under the flow "skillmaster-loop".
+The process keeps serving until stopped (Ctrl-C): it executes the runs, so scheduled runs only
+start while it runs. Runs appear under the flow "skillmaster-loop"; trigger one from the UI or with
+``prefect deployment run skillmaster-loop/nightly --param overrides='["eval.limit=2"]'``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The SkillMaster loop as a Prefect flow: the same stages as dvc.yaml, recorded in DVC.
 
 Run it with ``skillmaster loop`` (ephemeral Prefect, no server needed), ``python flows/loop.py``, or
-schedule it from the Prefect UI (:mod:`skillmaster.orchestration.deploy`, the README). Each stage is
+schedule it from the Prefect UI (:mod:`skillmaster.orchestration.deploy`, docs/operations.md). Each stage is
 a task that calls the very stage function ``dvc repro`` calls; a stage DVC already has up to date is
 skipped, a finished one is recorded with ``dvc commit``, so afterwards ``dvc status`` is clean and
 ``dvc repro`` has nothing to do. The stages share the flow's process and one
@@ -12,15 +12,18 @@ a train stage it loads the new weights in place (vLLM) instead of starting again
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from prefect import flow, task
 
-from skillmaster.config import Config, load_config, parse_set
+from skillmaster.config import Config, load_config
 from skillmaster.io import atomic_write_text
 from skillmaster.orchestration.dvc import dvc_commit_stage, dvc_stage_up_to_date
+from skillmaster.orchestration.overrides import write_run_overrides
 from skillmaster.orchestration.plan import StageSpec, render_dvc_yaml, stage_plan
 from skillmaster.orchestration.runners import shard_runner
+from skillmaster.orchestration.ui import forward_logs, publish_settings, publish_stage
 from skillmaster.runtime import configure_environment, project_root
 from skillmaster.stages import run_stage
 from skillmaster.stages.resources import Resources
@@ -28,42 +31,13 @@ from skillmaster.stages.resources import Resources
 log = logging.getLogger(__name__)
 
 
-def apply_overrides(params: Path, overrides: list[str]) -> None:
-    """Write ``KEY=VALUE`` overrides into the params file, as ``dvc exp run -S`` does: validated
-    first, comments and key order kept (ruamel round trip), written atomically."""
-    if not overrides:
-        return
-    from io import StringIO
-
-    from ruamel.yaml import YAML
-
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 4096
-    rt.representer.add_representer(
-        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
-    )
-    load_config(params, sets=overrides)  # validated first: a bad override leaves the file alone
-    doc = rt.load(params.read_text())
-    for assignment in overrides:
-        keys, value = parse_set(assignment)
-        target = doc
-        for k in keys[:-1]:
-            if k not in target or target[k] is None:
-                target[k] = {}
-            target = target[k]
-        target[keys[-1]] = value
-    buf = StringIO()
-    rt.dump(doc, buf)
-    atomic_write_text(params, buf.getvalue())
-
-
 def prepare_run(params: Path, overrides: list[str]) -> tuple[Config, Path, list[StageSpec]]:
-    """Settings, project root and stage plan of a flow run; dvc.yaml is brought in line first."""
+    """Settings, project root and stage plan of a flow run: the run's overrides become the run
+    overlay (``overrides.yaml``, params.yaml untouched), then dvc.yaml is brought in line."""
     root = project_root(params.resolve().parent)
     configure_environment(root)
     params = params if params.is_absolute() else root / params
-    apply_overrides(params, overrides)
+    write_run_overrides(params, overrides)
     cfg = load_config(params)
     dvc_yaml = root / "dvc.yaml"
     text = render_dvc_yaml(cfg, root)
@@ -72,9 +46,9 @@ def prepare_run(params: Path, overrides: list[str]) -> tuple[Config, Path, list[
     return cfg, root, stage_plan(cfg, root)
 
 
-def run_recorded(name: str, cfg: Config, root: Path, resources: Resources) -> dict:
-    """Run DVC stage ``name`` unless DVC has it up to date, then record it with ``dvc commit``."""
-    spec = next(s for s in stage_plan(cfg, root) if s.name == name)
+def run_recorded(spec: StageSpec, cfg: Config, root: Path, resources: Resources) -> dict:
+    """Run DVC stage ``spec`` unless DVC has it up to date, then record it with ``dvc commit``."""
+    name = spec.name
     if dvc_stage_up_to_date(root, name):
         log.info("%s is up to date in DVC; skipped", name)
         return {"skipped": True}
@@ -99,18 +73,35 @@ _RESOURCES = Resources()
 
 @task(name="stage", retries=1, retry_delay_seconds=5)
 def stage(name: str, cfg: Config, root: Path) -> dict:
-    """One pipeline stage (task run named after the DVC stage, e.g. collect-iter_001)."""
-    return run_recorded(name, cfg, root, _RESOURCES)
+    """One pipeline stage (task run named after the DVC stage, e.g. collect-iter_001): its progress
+    goes to the flow run's logs, its headline metrics to an artifact on the flow-run page."""
+    spec = next(s for s in stage_plan(cfg, root) if s.name == name)
+    with forward_logs() as logger:
+        logger.info("%s: started", name)
+        start = time.monotonic()
+        metrics = run_recorded(spec, cfg, root, _RESOURCES)
+        publish_stage(spec, root, cfg, metrics, time.monotonic() - start, logger)
+    return metrics
 
 
 @flow(name="skillmaster-loop", log_prints=True)
-def skillmaster_loop(params: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+def skillmaster_loop(
+    params: str = "params.yaml", overrides: list[str] | None = None, plan_only: bool = False
+) -> dict:
     """Iterations of collect → review → counterfactual → train → evaluate, then the report.
 
-    ``overrides`` are ``KEY=VALUE`` settings written into params.yaml first (as ``dvc exp run -S``
-    does), so DVC and MLflow see the settings this run used.
+    Args:
+        params: The settings file, relative to the project root (the served project's params.yaml).
+        overrides: Settings of this run, as KEY=VALUE (e.g. "loop.iterations=1", "eval.limit=2");
+            they go to the run overlay overrides.yaml, never into params.yaml, and replace the last
+            run's overrides. Empty: params.yaml as it is.
+        plan_only: Resolve the settings, write dvc.yaml and list the stages it would run, without
+            running any (a dry run of the settings).
     """
     cfg, root, plan = prepare_run(Path(params), overrides or [])
+    publish_settings(cfg, overrides or [], plan)
+    if plan_only:
+        return {"plan": [spec.name for spec in plan]}
     results = {}
     try:
         for spec in plan:

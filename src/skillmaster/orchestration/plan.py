@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from skillmaster.config import Config
+from skillmaster.config import OVERRIDES_FILE, Config, flatten, read_yaml
 from skillmaster.errors import ConfigError
 from skillmaster.paths import Paths, iter_name
 from skillmaster.stages import contract_of
@@ -57,6 +57,8 @@ class StageSpec:
     iteration: int = 0
     deps: list[str] = field(default_factory=list)
     params: list[str] = field(default_factory=list)
+    overridden: list[str] = field(default_factory=list)
+    """Keys of the run overlay (``overrides.yaml``) that this stage reads: DVC params from that file."""
     outs: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
@@ -160,7 +162,20 @@ def stage_code(contract: StageContract, cfg: Config, root: Path) -> list[str]:
     return code_deps(*modules, root=root)
 
 
-def stage_spec(name: str, iteration: int, cfg: Config, root: Path) -> StageSpec:
+def reads_setting(settings: tuple[str, ...] | list[str], key: str) -> bool:
+    """Whether a stage reading ``settings`` (dotted names, whole sections allowed) reads ``key``."""
+    return any(key == s or key.startswith(f"{s}.") or s.startswith(f"{key}.") for s in settings)
+
+
+def override_keys(root: Path) -> list[str]:
+    """The dotted keys the run overlay (``overrides.yaml``, when present) sets, sorted."""
+    path = root / OVERRIDES_FILE
+    return sorted(flatten(read_yaml(path))) if path.is_file() else []
+
+
+def stage_spec(
+    name: str, iteration: int, cfg: Config, root: Path, overrides: list[str] | None = None
+) -> StageSpec:
     c = contract_of(name)
     where = Where(cfg, iteration, Paths(Path(".")))
     files = [str(f) for f in c.reads(where)]
@@ -170,6 +185,7 @@ def stage_spec(name: str, iteration: int, cfg: Config, root: Path) -> StageSpec:
         iteration=iteration,
         deps=list(dict.fromkeys([*stage_code(c, cfg, root), *files])),
         params=list(c.settings),
+        overridden=[k for k in overrides or [] if reads_setting(c.settings, k)],
         outs=[str(f) for f in c.writes(where)],
         metrics=[str(f) for f in c.metrics(where)],
         plots=[f"{where.paths.plots_dir / p.name}.{ext}" for p in c.plots for ext in ("csv", "png")],
@@ -186,7 +202,8 @@ def stage_plan(cfg: Config, root: Path) -> list[StageSpec]:
             f"train.accelerate_config: {launcher} is not a file under {root}; "
             "point it at an Accelerate config such as configs/accelerate/multi-gpu-ddp.yaml"
         )
-    return [stage_spec(name, it, cfg, root) for name, it in stage_order(cfg)]
+    overrides = override_keys(root)
+    return [stage_spec(name, it, cfg, root, overrides) for name, it in stage_order(cfg)]
 
 
 # --------------------------------------------------------------------------- dvc.yaml
@@ -197,7 +214,7 @@ def render_dvc_yaml(cfg: Config, root: Path) -> str:
         if s.deps:
             entry["deps"] = s.deps
         if s.params:
-            entry["params"] = s.params
+            entry["params"] = s.params + ([{OVERRIDES_FILE: s.overridden}] if s.overridden else [])
         if s.outs or s.plots:
             entry["outs"] = s.outs + [{o: {"cache": False}} for o in s.plots]
         if s.metrics:

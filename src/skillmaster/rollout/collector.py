@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
-from tqdm.auto import tqdm
 
-from skillmaster.agent.generation import Generation
+from skillmaster.agent.generation import Generation, prompt_budget
 from skillmaster.agent.parsing import parse_action, step_penalty
-from skillmaster.agent.prompts import apply_chat_template, render_action_prompt
+from skillmaster.agent.prompts import fit_prompt, render_action_prompt
+from skillmaster.bars import LoggedBar
 from skillmaster.config import Config, PenaltyConfig
 from skillmaster.envs.base import TaskSpec
 from skillmaster.seeding import derive_seed
@@ -124,6 +124,7 @@ class _Live:
     score: float = 0.0
     penalty_total: float = 0.0
     invalid: int = 0
+    shortened: int = 0
     end_reason: str = ""
     error: str = ""
 
@@ -146,7 +147,9 @@ def collect_episodes(
     instead of the policy (walkthrough replay for SFT: same prompts, same loop; ``policy`` then only
     needs a tokenizer); a None reply ends that episode before the step (end reason ``stopped``).
     Each episode samples from its own stream, seeded by ``(settings.seed, seed_key or traj_id,
-    step)``. Returns
+    step)``. A step prompt longer than the engine takes (its ``max_model_len`` less
+    ``max_new_tokens``) is shortened by :data:`~skillmaster.agent.prompts.PROMPT_FIT_RULE` and counted
+    in its trajectory's ``prompts_shortened``. Returns
     ``(steps, trajectories)`` frames with the STEPS and TRAJECTORIES schemas.
     """
     if not episodes:
@@ -169,10 +172,11 @@ def collect_episodes(
             state.skills_shown = tuple(shown)
         if state.info.get("error"):
             _end(state, "error", str(state.info["error"]))
-    bar = tqdm(total=len(live), desc=desc, unit="ep", disable=not progress, dynamic_ncols=True)
+    bar = LoggedBar(total=len(live), desc=desc, unit="ep", disable=not progress, dynamic_ncols=True)
     bar.update(sum(s.done for s in live))
     started, env_steps, step = time.perf_counter(), 0, 0
     engine = "expert" if expert is not None else getattr(policy, "engine", "hf")
+    max_prompt = None if expert is not None else prompt_budget(policy, settings.max_new_tokens)
     while True:
         active = [i for i, s in enumerate(live) if not s.done]
         if not active:
@@ -185,7 +189,13 @@ def collect_episodes(
             for i in [i for i in active if replies[i] is None]:  # the expert ends its episode here
                 _end(live[i], "stopped")
             active = [i for i in active if replies[i] is not None]
-        prompts = [render_step_prompt(policy.tokenizer, live[i], step, settings) for i in active]
+        prompts = []
+        for i in active:
+            text, prefix_chars, shortened = fit_step_prompt(
+                policy.tokenizer, live[i], step, settings, max_prompt
+            )
+            live[i].shortened += shortened
+            prompts.append((text, prefix_chars))
         if expert is not None:
             gens = [
                 _expert_generation(policy.tokenizer, replies[i], text, n)
@@ -281,18 +291,31 @@ def collect_episodes(
 
 def render_step_prompt(tokenizer, state: _Live, step: int, settings: RolloutSettings) -> tuple[str, int]:
     """The chat-templated step prompt (and its prefix length): the one renderer of rollouts and SFT."""
-    parts = render_action_prompt(
-        env_name=settings.env_name,
-        task_text=state.info.get("task_text", ""),
-        skills_block=state.skills_block,
-        step=step,
-        history=state.history,
-        observation=state.obs,
-        admissible=state.info.get("admissible_actions", []),
-        history_length=settings.history_length,
-        max_obs_chars=settings.max_obs_chars,
-    )
-    return apply_chat_template(tokenizer, parts)
+    text, prefix_chars, _ = fit_step_prompt(tokenizer, state, step, settings, None)
+    return text, prefix_chars
+
+
+def fit_step_prompt(
+    tokenizer, state: _Live, step: int, settings: RolloutSettings, max_tokens: int | None
+) -> tuple[str, int, bool]:
+    """:func:`render_step_prompt` within ``max_tokens`` tokens (None: no limit), shortened by
+    :data:`~skillmaster.agent.prompts.PROMPT_FIT_RULE`: ``(text, prefix_chars, shortened)``."""
+
+    def render(history_length: int):
+        return render_action_prompt(
+            env_name=settings.env_name,
+            task_text=state.info.get("task_text", ""),
+            skills_block=state.skills_block,
+            step=step,
+            history=state.history,
+            observation=state.obs,
+            admissible=state.info.get("admissible_actions", []),
+            history_length=history_length,
+            max_obs_chars=settings.max_obs_chars,
+        )
+
+    shown = min(settings.history_length, len(state.history))
+    return fit_prompt(tokenizer, render, shown, max_tokens)
 
 
 def _expert_generation(tokenizer, reply: str, prompt: str, prefix_chars: int) -> Generation:
@@ -339,4 +362,5 @@ def _trajectory_row(state: _Live, settings: RolloutSettings) -> dict:
         "probe_of": spec.probe_of,
         "probe": spec.probe,
         "temperature": settings.temperature,
+        "prompts_shortened": state.shortened,
     }

@@ -9,7 +9,7 @@ import polars as pl
 
 def rollout_metrics(trajectories: pl.DataFrame, steps: pl.DataFrame | None = None) -> dict[str, Any]:
     """Success rate (overall and per family, with counts), mean steps of successful episodes,
-    invalid-action rate, end reasons and token counts."""
+    invalid-action rate, end reasons, step prompts shortened to the engine's limit and token counts."""
     n = trajectories.height
     if n == 0:
         return {"episodes": 0}
@@ -42,6 +42,8 @@ def rollout_metrics(trajectories: pl.DataFrame, steps: pl.DataFrame | None = Non
     total_steps = int(trajectories["length"].sum())
     out["env_steps"] = total_steps
     out["invalid_rate"] = float(trajectories["invalid_count"].sum() / total_steps) if total_steps else 0.0
+    if "prompts_shortened" in trajectories.columns:  # prompts cut to the engine's length limit
+        out["prompts_shortened"] = int(trajectories["prompts_shortened"].sum())
     if steps is not None and steps.height:
         out["prompt_tokens"] = int(steps["prompt_tokens"].sum())
         out["response_tokens"] = int(steps["response_tokens"].sum())

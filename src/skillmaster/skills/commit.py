@@ -1,16 +1,19 @@
 """Build the next iteration's bank from scored edits (METHOD.md §6, "Committing edits"). Pure.
 
 Edits are tried in a deterministic order, highest utility first (ties: by ``key``, e.g. the
-trajectory id), each applied to the bank built so far with :func:`~skillmaster.skills.bank.apply_edit`:
+trajectory id; under ``test``, lowest sign-test p first, then highest utility), each applied to the
+bank built so far with :func:`~skillmaster.skills.bank.apply_edit`:
 
-- a second update of a skill already changed this round is a ``conflict`` (the higher U won);
+- a second update of a skill already changed this round is a ``conflict`` (the edit tried first won);
 - a proposal (or update) that duplicates a skill committed before it is a ``duplicate``
-  (again the higher U won);
+  (again the edit tried first won);
 - proposals get fresh ids in the new bank (the scratch id of the review is not kept).
 
 Policies (registry :data:`COMMIT_POLICIES`): ``threshold`` commits edits with U > threshold;
-``off`` keeps the bank unchanged (the paper's dry-run training); ``all`` commits every edit
-regardless of U (the released code's validation behaviour).
+``test`` commits edits whose one-sided sign test over the K paired probe deltas gives p < alpha
+(:func:`~skillmaster.skills.utility.sign_test_p`); ``off`` keeps the bank unchanged (the paper's
+dry-run training); ``all`` commits every edit regardless of U (the released code's validation
+behaviour).
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ class ScoredEdit:
     utility: float
     scored: bool = True
     """False when the edit was not scored (over ``counterfactual.max_edits``); U is then 0."""
+    p_value: float = 1.0
+    """One-sided sign-test p of its K probe deltas (:func:`~skillmaster.skills.utility.sign_test_p`);
+    1 when unscored."""
 
 
 @dataclass(frozen=True)
 class CommitDecision:
-    """Fate of one edit. ``reason``: committed | below_threshold | policy_off | conflict |
-    duplicate | not_found | invalid_arguments. ``skill_id``: its id in the new bank ("" if not
+    """Fate of one edit. ``reason``: committed | below_threshold (``threshold``: U ≤ threshold) |
+    not_significant (``test``: p ≥ alpha) | policy_off | conflict | duplicate | not_found |
+    invalid_arguments. ``skill_id``: its id in the new bank ("" if not
     committed). ``rank``: position in the commit order (0 = tried first)."""
 
     key: str
@@ -45,43 +52,59 @@ class CommitDecision:
     rank: int = -1
 
 
-def _eligible_threshold(e: ScoredEdit, threshold: float) -> bool:
+def _eligible_threshold(e: ScoredEdit, threshold: float, alpha: float) -> bool:
     return e.utility > threshold
 
 
-def _eligible_all(e: ScoredEdit, threshold: float) -> bool:
+def _eligible_test(e: ScoredEdit, threshold: float, alpha: float) -> bool:
+    return e.scored and e.p_value < alpha
+
+
+def _eligible_all(e: ScoredEdit, threshold: float, alpha: float) -> bool:
     return True
 
 
-COMMIT_POLICIES: dict[str, Callable[[ScoredEdit, float], bool] | None] = {
+COMMIT_POLICIES: dict[str, Callable[[ScoredEdit, float, float], bool] | None] = {
     "threshold": _eligible_threshold,
+    "test": _eligible_test,
     "all": _eligible_all,
     "off": None,
 }
-"""Commit policy name → eligibility test (None: commit nothing)."""
+"""Commit policy name → eligibility test ``(edit, threshold, alpha) -> bool`` (None: commit nothing)."""
+
+REJECTED = {"threshold": "below_threshold", "test": "not_significant"}
+"""The reason an edit the policy's test rejects is recorded with."""
 
 
-def commit_order(edits: Sequence[ScoredEdit]) -> list[int]:
-    """Indices of ``edits`` by utility descending, then key, then input position."""
+def commit_order(edits: Sequence[ScoredEdit], policy: str = "threshold") -> list[int]:
+    """Indices of ``edits`` by utility descending, then key, then input position; under ``test``
+    by sign-test p ascending first (the best-evidenced edit wins a conflict)."""
+    if policy == "test":
+        return sorted(range(len(edits)), key=lambda i: (edits[i].p_value, -edits[i].utility, edits[i].key, i))
     return sorted(range(len(edits)), key=lambda i: (-edits[i].utility, edits[i].key, i))
 
 
 def commit_edits(
-    bank: Bank, edits: Sequence[ScoredEdit], policy: str = "threshold", threshold: float = 0.0
+    bank: Bank,
+    edits: Sequence[ScoredEdit],
+    policy: str = "threshold",
+    threshold: float = 0.0,
+    alpha: float = 0.1,
 ) -> tuple[Bank, list[CommitDecision]]:
-    """The next bank and one decision per edit (in the input order). ``bank`` is not modified."""
+    """The next bank and one decision per edit (in the input order). ``bank`` is not modified.
+    ``threshold`` is the ``threshold`` policy's, ``alpha`` the ``test`` policy's."""
     if policy not in COMMIT_POLICIES:
         raise ValueError(f"unknown commit policy {policy!r} (choose from {sorted(COMMIT_POLICIES)})")
     eligible = COMMIT_POLICIES[policy]
     decisions: list[CommitDecision | None] = [None] * len(edits)
     touched: set[str] = set()
-    for rank, i in enumerate(commit_order(edits)):
+    for rank, i in enumerate(commit_order(edits, policy)):
         e = edits[i]
         if eligible is None:
             decisions[i] = CommitDecision(e.key, False, "policy_off", rank=rank)
             continue
-        if not eligible(e, threshold):
-            decisions[i] = CommitDecision(e.key, False, "below_threshold", rank=rank)
+        if not eligible(e, threshold, alpha):
+            decisions[i] = CommitDecision(e.key, False, REJECTED.get(policy, "below_threshold"), rank=rank)
             continue
         if e.edit.kind == "update" and e.edit.skill_id in touched:
             decisions[i] = CommitDecision(e.key, False, "conflict", rank=rank)

@@ -53,3 +53,33 @@ def choose_edits(keys: list[str], max_edits: int | None, seed: int) -> list[int]
         return list(range(n))
     digest = hashlib.sha256("|".join([str(seed), *keys]).encode()).hexdigest()
     return sorted(random.Random(int(digest[:16], 16)).sample(range(n), max_edits))
+
+
+def probe_pools(
+    candidates: Iterable[TaskLike],
+    size: int,
+    seed: int,
+    exclude: Iterable[str] = (),
+    match: Literal["family", "category"] = "family",
+) -> dict[str, list[str]]:
+    """Fixed probe pools (``counterfactual.probe_pool``): per value of ``match`` (the task family,
+    or the category on WebShop), ``size`` task ids of ``candidates`` drawn without replacement,
+    leaving out ``exclude`` (the cold start's SFT games), sorted.
+
+    The draw of family ``f`` is seeded by ``sha256("{seed}|pool|{f}")`` over its sorted task ids,
+    so a pool depends on neither the iteration, the input order nor the other families; a family
+    with at most ``size`` eligible tasks pools all of them.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1 (got {size})")
+    skip = set(exclude)
+    by_family: dict[str, set[str]] = {}
+    for c in candidates:
+        if c.task_id not in skip:
+            by_family.setdefault(getattr(c, match), set()).add(c.task_id)
+    out = {}
+    for family, ids in sorted(by_family.items()):
+        digest = hashlib.sha256(f"{seed}|pool|{family}".encode()).hexdigest()
+        ordered = sorted(ids)
+        out[family] = sorted(random.Random(int(digest[:16], 16)).sample(ordered, min(size, len(ordered))))
+    return out

@@ -1,7 +1,9 @@
-"""Counterfactual utility of a bank edit (METHOD.md §6). Pure arithmetic, no I/O."""
+"""Counterfactual utility of a bank edit (METHOD.md §6) and the sign test of its probe deltas (the
+``counterfactual.commit: test`` gate). Pure arithmetic, no I/O."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -37,14 +39,40 @@ def utility(
     ``size_before``/``size_after`` are |B| and |B′| (``bank_size(...).total``). No probes → U = 0
     (released code).
     """
-    if len(before) != len(after):
-        raise ValueError(f"before and after must pair up per probe (got {len(before)} and {len(after)})")
-    k = len(before)
+    deltas = probe_deltas(before, after)
+    k = len(deltas)
     if k == 0:
         return 0.0
-    deltas = [a - b for a, b in zip(after, before, strict=True)]
     net = (sum(d > 0 for d in deltas) - sum(d < 0 for d in deltas)) / k
     gain = sum(deltas) / k + gamma * net
     if clip:
         gain = max(0.0, gain)
     return float(gain - size_penalty * max(0, size_after - size_before))
+
+
+def probe_deltas(before: Sequence[float], after: Sequence[float]) -> list[float]:
+    """``Δ_k = after_k − before_k`` over the K paired probes (METHOD.md §6 step 3).
+
+    Identical scores give exactly 0.0 (no rounding), so identical prompts under paired probes give
+    U = 0 and a sign-test p of 1.
+    """
+    if len(before) != len(after):
+        raise ValueError(f"before and after must pair up per probe (got {len(before)} and {len(after)})")
+    return [a - b for a, b in zip(after, before, strict=True)]
+
+
+def sign_test_p(deltas: Sequence[float]) -> float:
+    """One-sided exact sign test of paired probe deltas (H1: the edit's arm scores higher).
+
+    Ties (Δ = 0) are dropped. With ``n₊ = #{Δ > 0}``, ``n₋ = #{Δ < 0}`` and ``n = n₊ + n₋``::
+
+        p = P(X ≥ n₊ | X ~ Binomial(n, 1/2)) = Σ_{i=n₊..n} C(n, i) / 2ⁿ
+
+    No nonzero delta (n = 0) → p = 1. Computed on integers and rounded once, so e.g. three wins
+    and a tie give exactly 1/8, four wins and a loss 6/32, ten wins 1/1024.
+    """
+    n_pos = sum(d > 0 for d in deltas)
+    n = n_pos + sum(d < 0 for d in deltas)
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(n_pos, n + 1)) / 2**n

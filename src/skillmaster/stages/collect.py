@@ -85,15 +85,20 @@ def collect_shard(
 def run_collect_shard(
     cfg_json: str, iteration: int, shard: int, root: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Entry point for a cluster worker: rebuild the context and play one shard."""
+    """Entry point for a cluster worker: rebuild the context and play one shard. The shard's engine
+    (and its processes) ends with it, on success or error, as its environment pool does: a cluster
+    worker runs many shards and must not keep an engine between them."""
     from skillmaster.runtime import configure_environment
 
     cfg = Config.model_validate_json(cfg_json)
     configure_environment(Path(root))
     ctx = StageContext(cfg=cfg, iteration=iteration, paths=Paths(Path(root)), root=Path(root))
-    groups = group_tasks(cfg, suite_of(ctx).tasks(cfg.env.train_split), iteration)
-    ids = shard_slices(len(groups), cfg.orchestration.shards)[shard]
-    return collect_shard(ctx, groups, shard, ids)
+    try:
+        groups = group_tasks(cfg, suite_of(ctx).tasks(cfg.env.train_split), iteration)
+        ids = shard_slices(len(groups), cfg.orchestration.shards)[shard]
+        return collect_shard(ctx, groups, shard, ids)
+    finally:
+        ctx.resources.close()
 
 
 # --------------------------------------------------------------------------- the stage

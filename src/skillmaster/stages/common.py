@@ -9,13 +9,14 @@ from typing import Any
 
 import polars as pl
 
-from skillmaster.config import flatten
 from skillmaster.envs.base import TaskSpec
 from skillmaster.errors import DataError, EnvFailure
 from skillmaster.io import atomic_dir, write_json
 from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext
+from skillmaster.stages.trace import paused
+from skillmaster.tracking import metric_names
 
 POINTER = "pointer.json"
 """A policy folder holding only this file means "same policy as <target>" (no training happened)."""
@@ -192,10 +193,9 @@ def check_collection(trajs: pl.DataFrame, steps: pl.DataFrame, source: Path) -> 
 
 
 # --------------------------------------------------------------------------- metrics
-def write_metrics(
-    ctx: StageContext, stage: str, metrics: dict[str, Any], log_prefix: str | None = None
-) -> Path:
-    """Write ``metrics/iter_NNN/<stage>.json`` (DVC metrics) and log the numbers to MLflow. A stage
+def write_metrics(ctx: StageContext, stage: str, metrics: dict[str, Any]) -> Path:
+    """Write ``metrics/iter_NNN/<stage>.json`` (DVC metrics) and log the numbers to MLflow under
+    their one name each (:func:`~skillmaster.tracking.metric_names`). A stage
     that generated also records its engine's counters (``generation``: engine, starts and their
     seconds, weight updates, tokens, prefix-cache hit rate; cumulative over the engine's life, which
     spans several stages in a flow)."""
@@ -204,9 +204,9 @@ def write_metrics(
         metrics["generation"] = {"engine": policy.engine, **policy.stats.as_dict()}
     path = ctx.paths.metrics(ctx.iteration, stage)
     write_json(path, metrics)
-    prefix = f"{log_prefix if log_prefix is not None else stage}/"
-    numbers = {f"{prefix}{k}": v for k, v in flatten(metrics).items() if isinstance(v, int | float)}
-    ctx.tracker.log_metrics(numbers, step=ctx.iteration)
+    with paused():  # which split's success is the headline names MLflow metrics, no output
+        split = ctx.cfg.eval.splits[0] if ctx.cfg.eval.splits else None
+    ctx.tracker.log_metrics(metric_names(stage, metrics, split), step=ctx.iteration)
     return path
 
 

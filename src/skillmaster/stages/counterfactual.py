@@ -1,22 +1,30 @@
 """Stage ``counterfactual``: score each skill edit on probe tasks and build bank N (METHOD.md §6).
 
 For every review whose status is added or updated (at most ``counterfactual.max_edits``, a seeded
-random subset), K probe tasks of the same family are drawn from the training split; the current
-policy plays each probe once with bank B and once with B' (B plus the edit). With
-``counterfactual.paired`` the two runs of a probe share their sampling stream, so their difference
-comes from the edit. Each run is scored by ``counterfactual.score`` (``success``: METHOD.md §6;
-``progress``: walkthrough milestones for non-won probes). U follows METHOD.md §6; edits with U above
-the threshold are committed to the next bank (or none, with ``commit: off``).
+random subset), K probe tasks of the same family are drawn from the training split (or from a fixed
+per-family pool, ``counterfactual.probe_pool``, that leaves out the cold start's SFT games); the
+current policy plays each probe once with the control bank and once with B' (B plus the edit). The
+control bank is B (``counterfactual.control: none``, METHOD.md §6) or B plus a content-free placebo
+of the edit's size in the edit's place (``placebo``: :func:`placebo_edit`), so that Δ_k measures the
+edit's content rather than its mere extra prompt text. With ``counterfactual.paired`` the two runs of
+a probe share their sampling stream, so their difference comes from the banks. Each run is scored by
+``counterfactual.score`` (``success``: METHOD.md §6; ``progress``: walkthrough milestones for non-won
+probes). U follows METHOD.md §6 and each edit's K deltas get a one-sided sign test
+(:func:`~skillmaster.skills.utility.sign_test_p`); the commit rule (``threshold``: U above the
+threshold; ``test``: p < alpha; ``all``; ``off``) picks the edits committed to the next bank.
 
-``counterfactual.placebo_edits`` placebo edits without content (``placebo_kind``: B' = B, or B plus
-a skill that gives no advice), on the probes of randomly drawn reviews, are scored in the same
-batch: how often the commit rule fires on them is the chance commit rate.
+``counterfactual.placebo_edits`` placebo contrasts, on the probes of randomly drawn reviews, are
+scored in the same batch: B against B' = B or B plus a skill that gives no advice (``placebo_kind``,
+control none), or one placebo against a second, different placebo of the same size and place
+(control placebo). How often the commit rule fires on them is the measured false-commit rate
+(``false_commit_rate``, reported beside ``alpha``).
 All probe episodes of all edits and placebos run in one lock-step batch.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -25,6 +33,7 @@ from skillmaster.errors import DataError
 from skillmaster.io import atomic_dir
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
+from skillmaster.skills.bank import GENERAL, Bank, Edit, Skill, apply_edit, apply_edit_detailed, find_skill
 from skillmaster.skills.tools import EDIT_STATUSES
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
@@ -33,6 +42,7 @@ from skillmaster.stages.common import (
     load_policy,
     make_pool,
     retriever_of,
+    stratified_tasks,
     suite_of,
     write_metrics,
 )
@@ -46,38 +56,187 @@ NEUTRAL_SKILL = {
 }
 """The skill a ``neutral`` placebo edit adds: it changes the prompt, not the knowledge."""
 
+PLACEBO_NOTES: tuple[dict[str, str], ...] = (
+    NEUTRAL_SKILL,
+    {
+        "title": "Neutral remark",
+        "principle": "This remark is neutral and says nothing about what to do here.",
+        "when_to_apply": "Not at all.",
+    },
+)
+"""The texts placebo variants 0 and 1 are cut from (:func:`placebo_edit`): two different notes
+without advice. Variant 0 is the control arm of an edit; variant 1 the second placebo of a
+placebo-vs-placebo contrast."""
+
+NEUTRAL_EDIT = Edit(kind="propose", category=GENERAL, **NEUTRAL_SKILL)
+"""The template of a placebo contrast drawn on a review without an edit (control placebo)."""
+
+SKILL_FIELDS = ("title", "principle", "when_to_apply")
+
 
 def placebo_bank(bank, kind: str):
     """B′ of a placebo edit: B itself (``identical``) or B plus :data:`NEUTRAL_SKILL` (``neutral``)."""
-    from skillmaster.skills.bank import GENERAL, Edit, apply_edit
-
     if kind == "identical":
         return bank
-    return apply_edit(bank, Edit(kind="propose", category=GENERAL, **NEUTRAL_SKILL))[0]
+    return apply_edit(bank, NEUTRAL_EDIT)[0]
 
 
-def probe_ids(ctx: StageContext, row: dict) -> list[str]:
-    """The K probe tasks of the review ``row`` (METHOD.md §6 step 1)."""
+def filler(text: str, n: int) -> str:
+    """Exactly ``n`` characters of ``text`` repeated (space-separated), with no whitespace at either
+    end (a bank strips its fields, which would change the length): a placebo's stand-in for a field
+    of ``n`` characters. ``n ≤ 0`` → ``""``."""
+    if n <= 0:
+        return ""
+    out = ((text + " ") * (n // (len(text) + 1) + 1))[:n]
+    return out[:-1] + "." if out.endswith(" ") else out
+
+
+def line_chars(skill: Skill, section: str) -> int:
+    """Characters of ``skill``'s line in the agent's skill block when shown in ``section`` (the
+    general principles, or a category's skills, whose lines also show when_to_apply)."""
+    from skillmaster.skills.retrieval import SkillSelection, render_skill_block
+
+    selection = (
+        SkillSelection(general=(skill,)) if section == GENERAL else SkillSelection(task_specific=(skill,))
+    )
+    return len(render_skill_block(selection)[0])
+
+
+def placebo_edit(bank: Bank, edit: Edit, variant: int = 0) -> Edit | None:
+    """The content-free counterpart of ``edit`` on ``bank`` (``counterfactual.control: placebo``):
+    the same size in characters, in the same place of the prompt, from note ``PLACEBO_NOTES[variant]``.
+
+    - a proposal → a proposal to the same category whose title, principle and when_to_apply are
+      :func:`filler` of the note's fields, each as long as the edit's (so its prompt line is too);
+    - an update of skill S → S with ``d`` characters of the note's principle appended to its
+      principle, where ``d`` is how much the update lengthens S's prompt line (:func:`line_chars`):
+      the control keeps S's content and matches the edit's length; None (the control is B) when the
+      update does not lengthen the line, since content cannot be removed without loss;
+    - ``keep`` → None.
+    """
+    note = PLACEBO_NOTES[variant]
+    if edit.kind == "propose":
+        fields = {f: filler(note[f], len(getattr(edit, f).strip())) for f in SKILL_FIELDS}
+        return Edit(kind="propose", category=edit.category.strip(), **fields)
+    if edit.kind != "update":
+        return None
+    hit = find_skill(bank, edit.skill_id)
+    if hit is None:
+        raise DataError(f"the update of {edit.skill_id!r} names no skill of the bank it was reviewed against")
+    section_name, old = hit
+    new = old.model_copy(update={f: getattr(edit, f).strip() for f in SKILL_FIELDS})
+    d = line_chars(new, section_name) - line_chars(old, section_name)
+    if d <= 0:
+        return None
+    pad = "." if d == 1 else " " + filler(note["principle"], d - 1)
+    return Edit(
+        kind="update",
+        skill_id=old.skill_id,
+        title=old.title,
+        principle=old.principle + pad,
+        when_to_apply=old.when_to_apply,
+    )
+
+
+def with_edit(bank: Bank, edit: Edit | None) -> Bank:
+    """``bank`` with the placebo ``edit`` applied (``bank`` itself for None); an error when it does not
+    apply (a placebo text that collides with a skill of the bank)."""
+    if edit is None:
+        return bank
+    res = apply_edit_detailed(bank, edit)
+    if res.status not in EDIT_STATUSES:
+        raise DataError(f"placebo edit {edit.model_dump_json()} does not apply to the bank ({res.status})")
+    return res.bank
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One scored comparison: each of the K ``probes`` played with bank ``before`` (the control arm)
+    and with bank ``after`` (the edit's, or a placebo's), as ``{stem}-{k:02d}-before`` / ``-after``."""
+
+    stem: str
+    row: dict
+    """The review row (traj_id, group_id, family, ...)."""
+    probes: list[str]
+    before: Bank
+    after: Bank
+    control_edit: Edit | None = None
+    """The placebo edit that makes ``before`` from B (None: ``before`` is B)."""
+
+    @property
+    def placebo(self) -> bool:
+        """A placebo contrast (stems ``...-qNNN``), not an edit's."""
+        return self.stem.split("-")[-1].startswith("q")
+
+
+def sft_task_ids(ctx: StageContext) -> set[str]:
+    """The training games the cold-start SFT replays (none without it): the same draw as
+    :func:`skillmaster.stages.sft_data.sft_games`, ``sft.num_games`` of ``sft.split`` stratified
+    over families."""
+    cfg = ctx.cfg
+    if not cfg.sft.enabled:
+        return set()
+    return {
+        t.task_id for t in stratified_tasks(suite_of(ctx).tasks(cfg.sft.split), cfg.sft.num_games, cfg.seed)
+    }
+
+
+def probe_candidates(ctx: StageContext) -> list:
+    """The tasks probes are drawn from: the training split, or with ``counterfactual.probe_pool`` its
+    fixed per-family pools less the cold start's games (:func:`~skillmaster.skills.probes.probe_pools`)."""
+    from skillmaster.envs.registry import profile
+    from skillmaster.skills.probes import probe_pools
+
+    cfg = ctx.cfg
+    tasks = suite_of(ctx).tasks(cfg.env.train_split)
+    if cfg.counterfactual.probe_pool is None:
+        return tasks
+    match = profile(cfg.env.name).probe_match
+    pools = probe_pools(tasks, cfg.counterfactual.probe_pool, cfg.seed, sft_task_ids(ctx), match=match)
+    keep = {t for ids in pools.values() for t in ids}
+    return [t for t in tasks if t.task_id in keep]
+
+
+def probe_ids(ctx: StageContext, row: dict, candidates: list | None = None) -> list[str]:
+    """The K probe tasks of the review ``row`` (METHOD.md §6 step 1), drawn from ``candidates``
+    (default :func:`probe_candidates`)."""
     from skillmaster.envs.registry import profile
     from skillmaster.skills.probes import draw_probes
 
     cfg = ctx.cfg
-    tasks = suite_of(ctx).tasks(cfg.env.train_split)
+    tasks = probe_candidates(ctx) if candidates is None else candidates
     match = profile(cfg.env.name).probe_match  # the task family, or the category (WebShop)
     return draw_probes(
         row["task_id"], row[match], tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match
     )
 
 
-def probe_plan(ctx: StageContext, edits: list[dict], bank) -> list[tuple[dict, list[str], object]]:
-    """For each review row of an edit to score: the row, its probe task ids and the bank B' with
-    the edit applied."""
-    from skillmaster.skills.bank import Edit, apply_edit
+def edit_contrast(ctx: StageContext, stem: str, row: dict, bank: Bank, candidates: list) -> Contrast:
+    """The contrast that scores the edit of review ``row``: B' = B + edit against B (control none) or
+    against B + :func:`placebo_edit` (control placebo)."""
+    edit = Edit.model_validate_json(row["edit"])
+    control = placebo_edit(bank, edit) if ctx.cfg.counterfactual.control == "placebo" else None
+    return Contrast(
+        stem,
+        row,
+        probe_ids(ctx, row, candidates),
+        with_edit(bank, control),
+        apply_edit(bank, edit)[0],
+        control,
+    )
 
-    return [
-        (row, probe_ids(ctx, row), apply_edit(bank, Edit.model_validate_json(row["edit"]))[0])
-        for row in edits
-    ]
+
+def placebo_contrast(ctx: StageContext, stem: str, row: dict, bank: Bank, candidates: list) -> Contrast:
+    """A contrast of edits without content on the probes of review ``row``: control none, B against
+    :func:`placebo_bank`; control placebo, placebo variant 0 against variant 1 of the row's edit (of
+    :data:`NEUTRAL_EDIT` when the row has none), so the two arms have the same size and place."""
+    cf = ctx.cfg.counterfactual
+    ids = probe_ids(ctx, row, candidates)
+    if cf.control != "placebo":
+        return Contrast(stem, row, ids, bank, placebo_bank(bank, cf.placebo_kind))
+    template = Edit.model_validate_json(row["edit"]) if row["status"] in EDIT_STATUSES else NEUTRAL_EDIT
+    first, second = placebo_edit(bank, template, 0), placebo_edit(bank, template, 1)
+    return Contrast(stem, row, ids, with_edit(bank, first), with_edit(bank, second), first)
 
 
 def edit_stem(iteration: int, e: int, placebo: bool = False) -> str:
@@ -86,43 +245,57 @@ def edit_stem(iteration: int, e: int, placebo: bool = False) -> str:
     return f"{iteration:03d}-{'q' if placebo else 'p'}{e:03d}"
 
 
-def run_probes(ctx: StageContext, plan: list[tuple[str, dict, list[str], object]], bank):
-    """Play every probe of every planned edit with B and with B' in one batch.
-
-    ``plan``: (id stem, review row, probe task ids, B') per edit (stems of placebo edits start with
-    ``q``); probe ``k`` of an edit is played as ``{stem}-{k:02d}-before`` and ``-after`` (sharing the
-    sampling stream ``{stem}-{k:02d}`` when ``counterfactual.paired``). Each run records what it
-    scores in its own columns: ``condition`` (probe or placebo, before or after), ``probe_of`` (the
-    review's traj_id) and ``probe`` (k). Returns (steps, trajectories).
-    """
-    cfg, it = ctx.cfg, ctx.iteration
-    by_id = {t.task_id: t for t in suite_of(ctx).tasks(cfg.env.train_split)}
+def probe_episodes(
+    plan: list[Contrast], tasks_by_id: dict, iteration: int, paired: bool
+) -> list[EpisodeSpec]:
+    """The episodes of every probe of every contrast: probe ``k`` of a contrast is played as
+    ``{stem}-{k:02d}-before`` (bank ``before``) and ``-after`` (bank ``after``) on the same task,
+    sharing the sampling stream ``{stem}-{k:02d}`` when ``paired``. Each run records what it scores
+    in its own columns: ``condition`` (probe or placebo, before or after), ``probe_of`` (the review's
+    traj_id) and ``probe`` (k)."""
     episodes = []
-    for stem, row, probes, after in plan:
-        kind = "placebo" if stem.split("-")[-1].startswith("q") else "probe"
-        for k, task_id in enumerate(probes):
-            key = f"{stem}-{k:02d}"
-            for tag, b in (("before", bank), ("after", after)):
+    for c in plan:
+        kind = "placebo" if c.placebo else "probe"
+        for k, task_id in enumerate(c.probes):
+            key = f"{c.stem}-{k:02d}"
+            for tag, b in (("before", c.before), ("after", c.after)):
                 episodes.append(
                     EpisodeSpec(
                         f"{key}-{tag}",
-                        by_id[task_id],
-                        row["group_id"],
-                        it,
+                        tasks_by_id[task_id],
+                        c.row["group_id"],
+                        iteration,
                         bank=b,
                         condition=f"{kind}_{tag}",
-                        probe_of=row["traj_id"],
+                        probe_of=c.row["traj_id"],
                         probe=k,
-                        seed_key=key if cfg.counterfactual.paired else None,
+                        seed_key=key if paired else None,
                     )
                 )
-    if not episodes:
-        return STEPS.empty(), TRAJECTORIES.empty()
-    settings = RolloutSettings.from_config(
+    return episodes
+
+
+def probe_settings(ctx: StageContext) -> RolloutSettings:
+    """Rollout settings of probe episodes: the probe seed offset, and ``counterfactual.probe_temperature``
+    (None: the rollout temperature)."""
+    cfg, cf = ctx.cfg, ctx.cfg.counterfactual
+    return RolloutSettings.from_config(
         cfg,
         stage="counterfactual",
-        seed=derive_seed(cfg.seed, cfg.counterfactual.probe_seed_offset, it),
+        temperature=cf.probe_temperature,
+        seed=derive_seed(cfg.seed, cf.probe_seed_offset, ctx.iteration),
     )
+
+
+def run_probes(ctx: StageContext, plan: list[Contrast]):
+    """Play every probe of every contrast in ``plan`` with both banks in one batch
+    (:func:`probe_episodes`). Returns (steps, trajectories)."""
+    cfg, it = ctx.cfg, ctx.iteration
+    by_id = {t.task_id: t for t in suite_of(ctx).tasks(cfg.env.train_split)}
+    episodes = probe_episodes(plan, by_id, it, cfg.counterfactual.paired)
+    if not episodes:
+        return STEPS.empty(), TRAJECTORIES.empty()
+    settings = probe_settings(ctx)
     policy = load_policy(ctx, it - 1)
     with make_pool(ctx, len(episodes), settings.max_steps) as pool:
         steps, trajs = collect_episodes(
@@ -185,6 +358,27 @@ def check_reviews(ctx: StageContext, reviews: pl.DataFrame) -> None:
             ) from None
 
 
+def contrast_stats(
+    before: list[float], after: list[float], cf, size_before: int, size_after: int
+) -> tuple[float, float]:
+    """(U, p) of one contrast's paired probe scores: U of METHOD.md §6 step 4 (gamma, clip and size
+    penalty of ``cf``, the counterfactual settings) and the one-sided sign-test p of its deltas."""
+    from skillmaster.skills.utility import probe_deltas, sign_test_p, utility
+
+    u = utility(before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, size_after)
+    return u, sign_test_p(probe_deltas(before, after))
+
+
+def would_commit(cf, utility: float, p_value: float) -> bool:
+    """Whether ``cf.commit`` (the counterfactual settings' rule) fires on a scored contrast with this
+    U and p, before any conflict with other edits: how a placebo's false commit is counted."""
+    from skillmaster.skills.commit import COMMIT_POLICIES, ScoredEdit
+
+    eligible = COMMIT_POLICIES[cf.commit]
+    null = ScoredEdit("", Edit(kind="keep"), utility, p_value=p_value)
+    return eligible is not None and eligible(null, cf.commit_threshold, cf.alpha)
+
+
 CONTRACT = StageContract(
     name="counterfactual",
     settings=(
@@ -196,6 +390,8 @@ CONTRACT = StageContract(
         "review.enabled",
         "counterfactual",
         "sft.enabled",
+        "sft.num_games",  # the games a probe pool leaves out (counterfactual.probe_pool)
+        "sft.split",
     ),
     reads=lambda w: [
         *w.policy(w.iteration - 1),
@@ -211,12 +407,10 @@ CONTRACT = StageContract(
 
 @register(CONTRACT)
 def counterfactual_stage(ctx: StageContext) -> dict:
-    from skillmaster.skills.bank import Edit
-    from skillmaster.skills.commit import COMMIT_POLICIES, ScoredEdit, commit_edits, commit_stats
+    from skillmaster.skills.commit import ScoredEdit, commit_edits, commit_stats
     from skillmaster.skills.diff import bank_size, bank_stats
     from skillmaster.skills.probes import choose_edits
     from skillmaster.skills.store import save_bank
-    from skillmaster.skills.utility import utility
 
     cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual
     bank = load_bank_at(ctx, it - 1)
@@ -229,28 +423,15 @@ def counterfactual_stage(ctx: StageContext) -> dict:
         else []
     )
     rows_by_e = list(candidates.iter_rows(named=True))
-    plan = [
-        (edit_stem(it, e), row, ids, after)
-        for e, (row, ids, after) in zip(
-            chosen, probe_plan(ctx, [rows_by_e[e] for e in chosen], bank), strict=True
-        )
-    ]
-    planned = {e: p for e, p in zip(chosen, plan, strict=True)}
-    placebo_rows = []
+    tasks = probe_candidates(ctx) if cf.enabled and (chosen or cf.placebo_edits) else []
+    planned = {e: edit_contrast(ctx, edit_stem(it, e), rows_by_e[e], bank, tasks) for e in chosen}
+    placebo_plan = []
     if cf.enabled and cf.placebo_edits and reviews.height:
         rng = random.Random(derive_seed(cfg.seed, "placebo", it))
         pool = list(reviews.sort("traj_id").iter_rows(named=True))
         for q, row in enumerate(rng.sample(pool, min(cf.placebo_edits, len(pool)))):
-            placebo_rows.append(row)
-            plan.append(
-                (
-                    edit_stem(it, q, placebo=True),
-                    row,
-                    probe_ids(ctx, row),
-                    placebo_bank(bank, cf.placebo_kind),
-                )
-            )
-    steps, probes = run_probes(ctx, plan, bank)
+            placebo_plan.append(placebo_contrast(ctx, edit_stem(it, q, placebo=True), row, bank, tasks))
+    steps, probes = run_probes(ctx, [*planned.values(), *placebo_plan])
     by_traj = run_scores(ctx, steps, probes)
     scores = {  # (condition, review, k) -> s, joined on the runs' own columns
         (r["condition"], r["probe_of"], r["probe"]): by_traj[r["traj_id"]]
@@ -266,15 +447,15 @@ def counterfactual_stage(ctx: StageContext) -> dict:
 
     rows, scored_edits = [], []
     for e, row in enumerate(rows_by_e):
-        before, after, ids, u = [], [], [], 0.0
+        before, after, ids, u, p, control_edit = [], [], [], 0.0, 1.0, ""
         if e in planned:
-            _, _, ids, bank_after = planned[e]
+            c = planned[e]
+            ids = c.probes
             before, after = paired_scores("probe", row["traj_id"], len(ids))
-            u = utility(
-                before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(bank_after).total
-            )
+            u, p = contrast_stats(before, after, cf, size_before, bank_size(c.after).total)
+            control_edit = c.control_edit.model_dump_json() if c.control_edit is not None else ""
         edit = Edit.model_validate_json(row["edit"])
-        scored_edits.append(ScoredEdit(row["traj_id"], edit, u, scored=e in planned))
+        scored_edits.append(ScoredEdit(row["traj_id"], edit, u, scored=e in planned, p_value=p))
         rows.append(
             {
                 "iteration": it,
@@ -293,32 +474,32 @@ def counterfactual_stage(ctx: StageContext) -> dict:
                 "committed": False,
                 "commit_reason": "",
                 "committed_id": "",
+                "control": cf.control,
+                "control_edit": control_edit,
+                "p_value": p,
             }
         )
-    new_bank, decisions = commit_edits(bank, scored_edits, cf.commit, cf.commit_threshold)
+    new_bank, decisions = commit_edits(bank, scored_edits, cf.commit, cf.commit_threshold, cf.alpha)
     for r, d in zip(rows, decisions, strict=True):
         r.update(committed=d.committed, commit_reason=d.reason, committed_id=d.skill_id)
 
-    eligible = COMMIT_POLICIES[cf.commit]
     placebos = []
-    for (_, _, ids, after_bank), row in zip(plan[len(chosen) :], placebo_rows, strict=True):
-        before, after = paired_scores("placebo", row["traj_id"], len(ids))
-        u = utility(
-            before, after, cf.gamma, cf.clip, cf.size_penalty, size_before, bank_size(after_bank).total
-        )
-        null = ScoredEdit(row["traj_id"], Edit(kind="keep"), u)
-        fires = eligible is not None and eligible(null, cf.commit_threshold)
+    for c in placebo_plan:
+        before, after = paired_scores("placebo", c.row["traj_id"], len(c.probes))
+        # the size term as for an edit: |B'| - |B|, B' being the "after" arm's bank
+        u, p = contrast_stats(before, after, cf, size_before, bank_size(c.after).total)
         placebos.append(
             {
                 "iteration": it,
-                "traj_id": row["traj_id"],
-                "family": row["family"],
-                "probe_task_ids": ids,
+                "traj_id": c.row["traj_id"],
+                "family": c.row["family"],
+                "probe_task_ids": c.probes,
                 "scores_before": before,
                 "scores_after": after,
-                "kind": cf.placebo_kind,
+                "kind": "placebo_vs_placebo" if cf.control == "placebo" else cf.placebo_kind,
                 "utility": u,
-                "would_commit": bool(fires),
+                "would_commit": would_commit(cf, u, p),
+                "p_value": p,
             }
         )
 
@@ -333,7 +514,10 @@ def counterfactual_stage(ctx: StageContext) -> dict:
     save_bank(new_bank, ctx.paths.bank(it))  # atomic; the bank it replaces is kept (.prev.json)
     real = probes.filter(pl.col("condition").str.starts_with("probe_"))
     scored_u = [e.utility for e in scored_edits if e.scored]
+    scored_p = [e.p_value for e in scored_edits if e.scored]
     placebo_u = [p["utility"] for p in placebos]
+    false_commits = sum(p["would_commit"] for p in placebos)
+    false_commit_rate = false_commits / len(placebos) if placebos else 0.0
     metrics: dict[str, Any] = {
         **commit_stats(scored_edits, decisions),
         **utility_stats(scored_u),
@@ -343,13 +527,25 @@ def counterfactual_stage(ctx: StageContext) -> dict:
             )
             for status in EDIT_STATUSES
         },
+        "commit": cf.commit,
+        "control": cf.control,
+        "alpha": cf.alpha,
+        "edits_significant": sum(p < cf.alpha for p in scored_p),
+        "p_value_min": min(scored_p, default=1.0),
+        "p_values": scored_p,  # of the scored edits, in traj_id order
         "probe_episodes": real.height,
         "probe_episodes_per_scored_edit": real.height / len(chosen) if chosen else 0.0,
+        "probe_temperature": probe_settings(ctx).temperature,
         "probe_success_rate": float(real["won"].mean()) if real.height else 0.0,
         "probe_mean_score": sum(by_traj[t] for t in real["traj_id"]) / real.height if real.height else 0.0,
         "placebo_scored": len(placebos),
-        "placebo_commits": sum(p["would_commit"] for p in placebos),
-        "placebo_commit_rate": sum(p["would_commit"] for p in placebos) / len(placebos) if placebos else 0.0,
+        "placebo_commits": false_commits,
+        "placebo_commit_rate": false_commit_rate,
+        "false_commit_rate": false_commit_rate,  # placebo commits / placebo scored, to read beside alpha
+        "placebo_significant_rate": (
+            sum(p["p_value"] < cf.alpha for p in placebos) / len(placebos) if placebos else 0.0
+        ),
+        "placebo_p_values": [p["p_value"] for p in placebos],
         **utility_stats(placebo_u, "placebo_utility_"),
         **bank_stats(new_bank),
     }

@@ -56,9 +56,11 @@ def eval_conditions(cfg: Config, no_skills_only: bool = False) -> list[str]:
     return out
 
 
-def eval_traj_id(split: str, condition: str, game: int) -> str:
-    """Id of an evaluation episode: the same in every iteration, so its sampling seed is too (paired)."""
-    return f"{split}-{condition}-{game:04d}"
+def eval_traj_id(split: str, condition: str, game: int, repeat: int = 0) -> str:
+    """Id of an evaluation episode: the same in every iteration, so its sampling seed is too (paired).
+    Repeat ``r`` ≥ 1 of a game (``evaluate(..., repeats=n)``) gets the suffix ``-rNN``; repeat 0 is
+    the plain id, the episode a single evaluation plays."""
+    return f"{split}-{condition}-{game:04d}" + (f"-r{repeat:02d}" if repeat else "")
 
 
 def eval_tasks(ctx: StageContext, splits: list[str], limit: int | None) -> dict[str, list]:
@@ -76,8 +78,11 @@ def evaluate(
     *,
     chunk: int | None = None,
     state: Path | None = None,
+    repeats: int = 1,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Play every (split, condition, game) once; returns the episodes and their metrics.
+    """Play every (split, condition, game) ``repeats`` times (default once); returns the episodes and
+    their metrics. Repeat ``r`` of a game is episode :func:`eval_traj_id` ``(split, cond, game, r)``,
+    so every evaluation with the same seed plays the same sampling streams (paired across banks).
 
     With ``chunk``, the episodes are played ``chunk`` at a time; with ``state`` too, each finished
     chunk is kept there (``<split>/chunk_NNN``) and a rerun reads it instead of playing it again.
@@ -87,7 +92,7 @@ def evaluate(
     for split, tasks in eval_tasks(ctx, splits, limit).items():
         episodes = [
             EpisodeSpec(
-                eval_traj_id(split, cond, i),
+                eval_traj_id(split, cond, i, r),
                 task,
                 i,
                 ctx.iteration,
@@ -96,6 +101,7 @@ def evaluate(
             )
             for cond in conditions
             for i, task in enumerate(tasks)
+            for r in range(repeats)
         ]
         settings = RolloutSettings.from_config(
             cfg,

@@ -18,6 +18,7 @@ from skillmaster.plots import label, line_plot, write_csv
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.contract import Plot, StageContract, Where
 from skillmaster.stages.trace import paused
+from skillmaster.tracking import metric_names
 
 STAGE_FILES = ("collect", "review", "counterfactual", "train", "eval")
 INVALID_STATUSES = ("duplicate", "not_found", "invalid_arguments", "unknown_tool")
@@ -210,28 +211,17 @@ def report_stage(ctx: StageContext) -> dict:
 
 def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) -> None:
     """Per-iteration metrics and artifacts into the MLflow parent run."""
-    from skillmaster.config import flatten
     from skillmaster.skills.diff import diff_banks, format_diff
     from skillmaster.skills.store import load_bank
 
     tracker, paths = ctx.tracker, ctx.paths
+    split = ctx.cfg.eval.splits[0] if ctx.cfg.eval.splits else None
     for s in summary:
         it = s["iteration"]
-        numbers = {
-            k: v
-            for k, v in flatten({k: v for k, v in s.items() if k != "iteration"}).items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        tracker.log_metrics(numbers, step=it)
-        ev = primary_eval(ctx, s.get("eval", {}))
-        if ev and ev.get("episodes"):
-            tracker.log_metrics(
-                {
-                    "success_rate": ev["success_rate"],
-                    **{f"success/{label(f)}": v["success_rate"] for f, v in ev["by_family"].items()},
-                },
-                step=it,
-            )
+        numbers: dict[str, float] = {}
+        for stage in (*STAGE_FILES, "bank"):
+            numbers |= metric_names(stage, s.get(stage) or {}, split)
+        tracker.log_new_metrics(numbers, step=it)  # what the stages logged stays logged once
         bank = paths.bank(it)
         if bank.is_file():
             tracker.log_artifact(bank, f"iter_{it:03d}")

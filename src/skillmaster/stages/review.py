@@ -12,7 +12,8 @@ import logging
 
 import polars as pl
 
-from skillmaster.agent.prompts import PromptParts, apply_chat_template
+from skillmaster.agent.generation import prompt_budget
+from skillmaster.agent.prompts import PromptParts, apply_chat_template, fit_prompt
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import check_collection, load_bank_at, load_policy, write_metrics
@@ -26,6 +27,11 @@ def review_prompts(
     ctx: StageContext, trajs: pl.DataFrame, steps: pl.DataFrame, tokenizer
 ) -> list[tuple[str, int]]:
     """Chat-templated review prompts, one per trajectory row, in order."""
+    return [apply_chat_template(tokenizer, parts) for parts in review_parts(ctx, trajs, steps)]
+
+
+def review_parts(ctx: StageContext, trajs: pl.DataFrame, steps: pl.DataFrame) -> list[PromptParts]:
+    """The review prompts' texts (system text, user message), one per trajectory row, in order."""
     from skillmaster.skills.review import ReviewStep, render_from_config
 
     by_traj = {key[0]: frame.sort("step") for key, frame in steps.group_by("traj_id")}
@@ -48,7 +54,7 @@ def review_prompts(
             final_feedback=t["final_observation"],
             steps=shown,
         )
-        prompts.append(apply_chat_template(tokenizer, PromptParts(review.system, "", review.user)))
+        prompts.append(PromptParts(review.system, "", review.user))
     return prompts
 
 
@@ -106,7 +112,13 @@ def review_stage(ctx: StageContext) -> dict:
     check_collection(trajs, steps, ctx.paths.collect_dir(it))  # before the model loads
     bank = load_bank_at(ctx, it - 1)
     policy = load_policy(ctx, it - 1)
-    prompts = review_prompts(ctx, trajs, steps, policy.tokenizer)
+    # a prompt over the engine's limit is cut from the left after the system text (PROMPT_FIT_RULE)
+    limit = prompt_budget(policy, cfg.review.max_new_tokens)
+    fitted = [
+        fit_prompt(policy.tokenizer, lambda _shown, parts=parts: parts, 0, limit)
+        for parts in review_parts(ctx, trajs, steps)
+    ]
+    prompts = [(text, prefix_chars) for text, prefix_chars, _ in fitted]
     gen_seconds = policy.stats.seconds
     constrained = constrained_decoding(cfg.review.constrained)
     gens = policy.generate(
@@ -155,6 +167,7 @@ def review_stage(ctx: StageContext) -> dict:
         "mean_shaping": float(reviews["shaping"].mean()) if reviews.height else 0.0,
         "mean_response_tokens": float(reviews["response_tokens"].mean()) if reviews.height else 0.0,
         "constrained": constrained,  # the tools' grammar was applied (review.constrained and xgrammar present)
+        "prompts_shortened": sum(shortened for _, _, shortened in fitted),
         "generation_seconds": round(policy.stats.seconds - gen_seconds, 2),
     }
     write_metrics(ctx, "review", metrics)

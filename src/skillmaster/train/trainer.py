@@ -73,7 +73,8 @@ def train_on_samples(
         Summary metrics of the run (``{metric_prefix}/loss``, ``.../kl``, ``.../tokens_per_s``, ...).
     """
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+
+    from skillmaster.bars import LoggedBar
 
     if not samples:
         raise DataError("there is nothing to train on: no sample has a response")
@@ -101,7 +102,7 @@ def train_on_samples(
         run.precomputed = resume.load_or_compute_prepass(run, state, state_dir)
 
     # ---- the update
-    bar = tqdm(
+    bar = LoggedBar(
         range(state.start_step, len(plan)),
         desc=f"{metric_prefix} steps",
         initial=state.start_step,

@@ -40,7 +40,7 @@ DEFAULT_PRICE = 100.0
 WHERE_TO_GET = (
     f"download {CATALOG_FILE} and {ATTRIBUTES_FILE} (the WebShop repository's `./setup.sh -d small` "
     "fetches them from its Google Drive into WebShop's data/ folder) and point env.data_dir or "
-    f"${DATA_ENV_VAR} at the folder holding them (README, 'WebShop data')"
+    f"${DATA_ENV_VAR} at the folder holding them (docs/install.md, 'WebShop data')"
 )
 
 
