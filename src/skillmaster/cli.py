@@ -137,6 +137,24 @@ def config_sets(
     typer.echo(" ".join(f"-S {shlex.quote(value)}" for value in flags[1::2]))
 
 
+@config_app.command("override")
+def config_override(
+    overlay: OverlayOpt = None, set_: SetOpt = None, params: ParamsOpt = Path("params.yaml")
+) -> None:
+    """Write the run overlay overrides.yaml (the overlays' values, then --set; nothing: empty it) and
+    bring dvc.yaml in line, so the next `dvc repro` runs with them: the same file the Prefect flow
+    and `skillmaster experiment` write. params.yaml is never changed."""
+    from skillmaster.config import load_config
+    from skillmaster.experiment import overlay_settings
+    from skillmaster.orchestration.overrides import apply_run_overrides
+    from skillmaster.runtime import project_root
+
+    settings = [*overlay_settings(overlay or []), *(set_ or [])]
+    load_config(params, sets=settings, run_overrides=False)  # validate before writing anything
+    data = apply_run_overrides(params, settings, project_root())
+    typer.echo(f"overrides.yaml: {', '.join(settings) if data else 'empty'}; dvc.yaml in line")
+
+
 # --------------------------------------------------------------------------- model
 @model_app.command("prepare")
 def model_prepare(
@@ -300,6 +318,24 @@ app.command("experiment")(experiment_cmd)
 from skillmaster.bank_experiment import bank_experiment_cmd  # noqa: E402
 
 app.command("bank-experiment")(bank_experiment_cmd)
+
+
+@app.command("doctor")
+def doctor_cmd(
+    gpu: Annotated[
+        bool | None,
+        typer.Option("--gpu/--cpu", help="Check cuda, or the CPU mode (default: cuda if visible)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=2, help="Training steps per check.")] = 4,
+    out: Annotated[Path, typer.Option(help="Folder for gpu-check.json.")] = Path("gpu-check"),
+) -> None:
+    """Check this machine for training on a tiny random Llama (src/skillmaster/gpu_check.py,
+    scripts/gpu-check.sh): bf16 steps in-process and under a 1-process `accelerate launch`, peak
+    memory beside the memory plan, an Accelerate save_state/load_state round trip."""
+    from skillmaster.gpu_check import main as gpu_check
+
+    device = "auto" if gpu is None else ("cuda" if gpu else "cpu")
+    raise typer.Exit(gpu_check(["--device", device, "--steps", str(steps), "--out", str(out)]))
 
 
 def _terminate(signum, frame) -> None:

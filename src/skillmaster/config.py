@@ -130,9 +130,10 @@ class VllmConfig(Section):
     2 CPU cores (docs/install.md, "Generation engines")."""
 
     kv_cache_gib: float = Field(default=2.0, gt=0.0)
-    """CPU: KV-cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``): 2 GiB hold ~93k tokens of the 135M
-    model. A larger cache costs start-up time (measured: 1 GiB 19 s, 4 GiB 25 s, 8 GiB 33 s) and
-    gained no speed here."""
+    """CPU: KV-cache size in GiB, fractions allowed (passed as vLLM's ``kv_cache_memory_bytes``; a
+    ``VLLM_CPU_KVCACHE_SPACE`` of whole GiB set in the environment takes precedence): 2 GiB hold ~93k
+    tokens of the 135M model. A larger cache costs start-up time (measured: 1 GiB 19 s, 4 GiB 25 s,
+    8 GiB 33 s) and gained no speed here."""
     gpu_memory_utilization: float = Field(default=0.5, gt=0.0, le=1.0)
     """GPU: the share of GPU memory vLLM may claim (weights + KV cache)."""
     enforce_eager: bool | None = None
@@ -146,6 +147,34 @@ class VllmConfig(Section):
     """Longest prompt + reply the engine accepts (SmolLM2: 8192)."""
     max_num_seqs: int = Field(default=256, ge=1)
     """Most sequences the engine runs at once; the rest queue."""
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """Devices one engine's model is split over (vLLM ``tensor_parallel_size``). On CPU each rank
+    needs cores of its own: ``cpu_threads_bind`` then holds one core list per rank (``0-7|8-15``),
+    or, when it is None, the process's cores are split evenly (at least one core per rank)."""
+    data_parallel_size: int = Field(default=1, ge=1)
+    """Engine replicas per node. vLLM's offline engine (the one the stages hold) serves one replica
+    per process, so replicas are rollout shards (``orchestration.shards``, on Ray with
+    ``gpus_per_shard``), each opening its own engine; values above 1 are refused here."""
+    sleep_mode: bool = False
+    """CUDA: the engine sleeps (weights offloaded to host memory, KV cache freed) while a train
+    stage of the same process holds the GPU, and wakes before it generates again (vLLM
+    ``enable_sleep_mode``). vLLM's CPU build has no sleep mode; true there is refused."""
+    weight_sync: Literal["auto", "memory", "files"] = "auto"
+    """How an engine a process holds gets the weights of a new checkpoint (a flow's stages share
+    one): ``memory`` = a LoRA checkpoint merged in memory and pushed in the serving dtype, no merged
+    folder written; ``files`` = the merged folder written, then reloaded; ``auto`` = memory on
+    CUDA, files on CPU (measured on 2 cores, bf16 135M: a folder reload took 1.1 s, the push of the
+    same weights from memory 2.4-4.4 s, its bytes copied between vLLM's processes)."""
+
+    @field_validator("data_parallel_size")
+    @classmethod
+    def _one_replica_per_engine(cls, v: int) -> int:
+        if v > 1:
+            raise ValueError(
+                f"{v} engine replicas in one process are not supported by vLLM's offline engine; run "
+                "replicas as rollout shards (orchestration.shards, one engine each)"
+            )
+        return v
 
 
 class RolloutConfig(Section):
@@ -393,11 +422,25 @@ class TrainConfig(Section):
     measured generation dtype is bf16 (``skillmaster model prepare``; fp32 master weights either
     way), else ``no``."""
     checkpoint_every: int = Field(default=1, ge=1)
-    """Save a resumable checkpoint every N optimizer steps inside a stage."""
+    """Save a resumable checkpoint every N optimizer steps inside a stage (the full training state,
+    under ``.skillmaster/resume/``, outside DVC; the newest one is kept). The paper's overlays set
+    more steps than an iteration makes, so a 7B run writes one training state per iteration."""
+    serving_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """dtype of the full weights each iteration hands to DVC (``models/policy/iter_NNN``, sharded
+    safetensors; LoRA writes its adapter instead): ``auto`` = bfloat16 when training on a GPU, else
+    float32. The fp32 master weights and the optimizer stay in the training state."""
+    keep_states: int = Field(default=1, ge=0)
+    """Newest iterations' full training states (weights, optimizer, schedule, RNG) kept under
+    ``.skillmaster/train-state/``, outside DVC's cache; the next iteration continues from the
+    previous one's (its optimizer moments and fp32 weights). 0 keeps none."""
+    keep_states_every: int | None = Field(default=None, ge=1)
+    """Also keep the full training state of every N-th iteration (null: only the newest
+    ``keep_states``)."""
     accelerate_config: str | None = None
-    """Accelerate config file (e.g. ``configs/accelerate/deepspeed-zero2.yaml``): when set, ``dvc repro``
-    and the flow run each iteration's train stage under ``accelerate launch --config_file <file>``
-    (multi-GPU / multi-node, DDP, DeepSpeed or FSDP); null runs it in the stage's own process."""
+    """Accelerate config file (e.g. ``configs/accelerate/fsdp.yaml``): when set, ``dvc repro`` and the
+    flow run the sft stage and each iteration's train stage under ``accelerate launch --config_file
+    <file>`` (multi-GPU / multi-node, DDP, DeepSpeed or FSDP); null runs them in the stage's own
+    process."""
 
 
 class SftConfig(Section):

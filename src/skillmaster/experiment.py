@@ -1,16 +1,19 @@
 """``skillmaster experiment``: the method against its baselines, one row at a time, resumable.
 
-Each row is one DVC experiment (``dvc exp run --name <prefix>-<row> -S …``: the shared experiment
-overlay's values, then the row's baseline overlay, so every row spends the same budget) followed by
-two evaluations of its final policy on every game of the split (``skillmaster eval --all``), with
-the skills shown and without, into ``<out>/<row>/skills`` and ``<out>/<row>/no-skills``. ``base``
-and ``sft`` do no RL: their experiments run the pipeline up to ``model`` and up to ``sft``.
-``skillmaster compare --evals <out>`` then prints the table with intervals and paired tests.
+Each row is one DVC experiment (``dvc exp run --name <prefix>-<row>``) run with the row's settings
+in the run overlay ``overrides.yaml`` (:mod:`skillmaster.orchestration.overrides`, the mechanism the
+Prefect flow uses: the shared experiment overlay's values, then the row's baseline overlay's, so
+every row spends the same budget), followed by two evaluations of its final policy on every game of
+the split (``skillmaster eval --all``), with the skills shown and without, into
+``<out>/<row>/skills`` and ``<out>/<row>/no-skills``. ``base`` and ``sft`` do no RL: their
+experiments run the pipeline up to ``model`` and up to ``sft``. ``skillmaster compare --evals
+<out>`` then prints the table with intervals and paired tests.
 
-Between rows ``params.yaml`` is restored from the snapshot taken before the first row
-(``<out>/params.before.yaml``): ``dvc exp run -S`` leaves its values in ``params.yaml``, and a row
-must not inherit the previous row's. A step whose output exists is skipped, so after a crash or a
-stop the same command goes on where it was (DVC's run cache restores finished stages too).
+``params.yaml`` is never written: before each step the row's settings become the run overlay (and
+``dvc.yaml`` lists their keys as the stages' DVC params), a copy of it is kept with the row's results
+(``<out>/<row>/overrides.yaml``), and at the end the overlay that was there before is put back. A
+step whose output exists is skipped, so after a crash or a stop the same command goes on where it
+was (DVC's run cache restores finished stages too).
 
 :func:`plan` is pure (tested); :func:`run_plan` runs it.
 """
@@ -23,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -73,6 +76,8 @@ class Step:
     argv: tuple[str, ...]
     done_marker: Path
     """Exists when the step has finished (then it is skipped)."""
+    overrides: tuple[str, ...] = ()
+    """The row's settings (``KEY=VALUE``): the run overlay (``overrides.yaml``) while the step runs."""
     env: dict[str, str] = field(default_factory=dict)
 
     def shell(self) -> str:
@@ -89,8 +94,8 @@ def select_rows(names: Sequence[str] | None) -> list[Row]:
     return [known[n] for n in names]
 
 
-def set_flags(overlays: Sequence[Path]) -> list[str]:
-    """The overlays' values as ``dvc exp run`` arguments (``-S``, ``KEY=VALUE`` …), later files winning."""
+def overlay_settings(overlays: Sequence[Path]) -> list[str]:
+    """The overlays' values as ``KEY=VALUE`` settings (values as YAML), later files winning."""
     import yaml
 
     from skillmaster.config import flatten, read_yaml
@@ -98,13 +103,15 @@ def set_flags(overlays: Sequence[Path]) -> list[str]:
     merged: dict = {}
     for overlay in overlays:
         merged.update(flatten(read_yaml(overlay)))
-    flags = []
-    for key, value in merged.items():
-        flags += [
-            "-S",
-            f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
-        ]
-    return flags
+    return [
+        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for key, value in merged.items()
+    ]
+
+
+def set_flags(overlays: Sequence[Path]) -> list[str]:
+    """The overlays' values as ``dvc exp run`` arguments (``-S``, ``KEY=VALUE`` …), later files winning."""
+    return [a for setting in overlay_settings(overlays) for a in ("-S", setting)]
 
 
 def plan(
@@ -113,9 +120,9 @@ def plan(
     overlay: Path,
     out: Path,
     iterations: int,
-    seed_bank: str,
+    seed_banks: Mapping[str, str | None],
     split: str = "valid_seen",
-    sets_of: Callable[[Sequence[Path]], list[str]],
+    settings_of: Callable[[Sequence[Path]], list[str]] = overlay_settings,
     prefix: str = "exp",
     conditions: Sequence[str] = CONDITIONS,
     max_samples: int | None = None,
@@ -124,12 +131,14 @@ def plan(
 ) -> list[Step]:
     """The steps of the experiment, in order: per row its DVC experiment (the whole pipeline; up to
     ``sft`` for the SFT row, up to ``model`` for the base row), its outputs put back, and its
-    evaluations (``conditions``: skills, no-skills). ``sets_of(overlay_files)`` → the ``-S
-    KEY=VALUE`` arguments of those overlays. ``max_samples`` (``train.max_samples``, action samples
-    per iteration) and ``review_samples`` (review samples per iteration, B × G): a row without
-    reviews trains on ``max_samples + review_samples`` action samples, the same count and optimizer
-    steps as a row with them. ``chunk``: games an evaluation plays at a time (``skillmaster eval
-    --chunk``; None: its default)."""
+    evaluations (``conditions``: skills, no-skills). Every step of a row carries the row's settings,
+    ``settings_of(overlay_files)`` (``KEY=VALUE``), which :func:`run_plan` writes as the run overlay
+    before it runs the step. ``seed_banks``: each row's ``skills.seed_bank`` (from its settings),
+    the bank a row that never edits its bank is shown (None: no skills shown, as in training).
+    ``max_samples`` (``train.max_samples``, action samples per iteration) and ``review_samples``
+    (review samples per iteration, B × G): a row without reviews trains on ``max_samples +
+    review_samples`` action samples, the same count and optimizer steps as a row with them.
+    ``chunk``: games an evaluation plays at a time (``skillmaster eval --chunk``; None: its default)."""
     steps: list[Step] = []
     final = f"iter_{iterations:03d}"
     for row in rows:
@@ -137,32 +146,36 @@ def plan(
         folder = out / row.name
         name = f"{prefix}-{row.name}"
         targets = () if row.train else (("sft",) if row.checkpoint == "sft" else ("model",))
-        sets = sets_of(overlays)
+        settings = list(settings_of(overlays))
         if row.train and not row.reviews and max_samples is not None and review_samples:
-            sets += ["-S", f"train.max_samples={max_samples + review_samples}"]
-        steps.append(Step(row.name, "train", ("dvc", "exp", "run", "--name", name, *sets, *targets), folder / "train.json"))  # fmt: skip
+            settings.append(f"train.max_samples={max_samples + review_samples}")
+        sets = tuple(settings)
+
+        def step(kind: str, argv: Sequence[str], marker: Path, row: str = row.name, sets=sets) -> Step:
+            return Step(row, kind, tuple(argv), marker, overrides=sets)
+
+        steps.append(step("train", ("dvc", "exp", "run", "--name", name, *targets), folder / "train.json"))
         if row.checkpoint == "sft":  # rows that turn skills or reviews off (grpo, static-skills) train
             # their own cold start into models/sft; the shared one comes back from DVC's run cache
             # (no training) by running the same stages again, as an unnamed experiment
-            restore = ("dvc", "exp", "run", *sets_of(overlays), *targets)
-            steps.append(Step(row.name, "restore", restore, folder / conditions[-1] / "metrics.json"))
+            restore = ("dvc", "exp", "run", *targets)
+            steps.append(step("restore", restore, folder / conditions[-1] / "metrics.json"))
         if row.train:  # base and sft cannot be applied (a partial pipeline's other outputs are in no
             # cache). Done once this pass's last evaluation is: another row may have run in the workspace since.
-            steps.append(Step(row.name, "apply", ("skillmaster", "pipeline", "outputs", name), folder / conditions[-1] / "metrics.json"))  # fmt: skip
+            apply = ("skillmaster", "pipeline", "outputs", name)
+            steps.append(step("apply", apply, folder / conditions[-1] / "metrics.json"))
         checkpoint = {"final": f"models/policy/{final}", "sft": "models/sft", None: None}[row.checkpoint]
-        bank = f"data/banks/{final}.json" if row.evolving_bank else seed_bank
+        bank = f"data/banks/{final}.json" if row.evolving_bank else seed_banks.get(row.name)
         for condition in conditions:
             argv = ["skillmaster", "eval", "--split", split, "--all", "--out", str(folder / condition)]
             argv += ["--chunk", str(chunk)] if chunk is not None else []
-            argv += [a for o in overlays for a in ("-o", str(o))]
             if checkpoint:
                 argv += ["--checkpoint", checkpoint]
             else:  # without --checkpoint, eval serves the starting policy: models/sft when sft.enabled
                 argv += ["-S", "sft.enabled=false"]
-            argv += ["--bank", bank] if condition == "skills" else ["--no-skills"]
-            steps.append(
-                Step(row.name, f"eval-{condition}", tuple(argv), folder / condition / "metrics.json")
-            )
+            # without a seed bank a row that never edits its bank has no skills to show
+            argv += ["--bank", bank] if condition == "skills" and bank else ["--no-skills"]
+            steps.append(step(f"eval-{condition}", argv, folder / condition / "metrics.json"))
     return steps
 
 
@@ -228,21 +241,33 @@ def checkout_outputs(name: str, root: Path) -> None:
 
 
 def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> None:
-    """Run the steps that have not finished, restoring ``params`` before each DVC experiment and at the end."""
+    """Run the steps that have not finished, each with its row's settings as the run overlay beside
+    ``params`` (and ``dvc.yaml`` brought in line when it is there), kept in ``<out>/<row>/overrides.yaml``;
+    at the end the overlay that was there before is put back. ``params`` itself is never written."""
+    from skillmaster.config import overrides_path
     from skillmaster.io import atomic_write_text
+    from skillmaster.orchestration.overrides import sync_dvc_yaml, write_run_overrides
 
-    snapshot = out / "params.before.yaml"
-    if not snapshot.exists():  # the first start; a resumed run keeps the first snapshot
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(snapshot, params.read_text())
+    overlay = overrides_path(params)
+    before = overlay.read_text() if overlay.is_file() else None
+    root = params.resolve().parent
+    dvc_project = (root / "dvc.yaml").is_file()
+    current: tuple[str, ...] | None = None
     try:
         for i, step in enumerate(steps, 1):
             if step.done_marker.exists():
                 echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: done, skipped")
                 continue
+            if step.overrides != current:
+                write_run_overrides(params, list(step.overrides))
+                if dvc_project:
+                    sync_dvc_yaml(params, root)
+                current = step.overrides
+            (out / step.row).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                out / step.row / overlay.name, overlay.read_text() if overlay.is_file() else "{}\n"
+            )
             echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: {step.shell()}")
-            if step.kind in ("train", "restore"):
-                shutil.copyfile(snapshot, params)
             started = time.time()
             result = subprocess.run(_resolved(step.argv), check=False)
             if result.returncode != 0:
@@ -252,10 +277,12 @@ def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> N
                 )
             seconds = time.time() - started
             if step.kind == "train":
-                atomic_write_text(
-                    step.done_marker,
-                    json.dumps({"command": step.shell(), "seconds": round(seconds, 1)}, indent=2),
-                )
+                record = {
+                    "command": step.shell(),
+                    "overrides": list(step.overrides),
+                    "seconds": round(seconds, 1),
+                }
+                atomic_write_text(step.done_marker, json.dumps(record, indent=2))
             else:
                 times = step.done_marker.parent.parent / "times.json"
                 record = json.loads(times.read_text()) if times.exists() else {}
@@ -263,7 +290,13 @@ def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> N
                 atomic_write_text(times, json.dumps(record, indent=2))
             echo(f"[{i}/{len(steps)}] {step.row} {step.kind}: {seconds / 60:.1f} min")
     finally:
-        shutil.copyfile(snapshot, params)
+        if current is not None:  # the overlay of the run before the experiment, and its dvc.yaml
+            if before is None:
+                overlay.unlink(missing_ok=True)
+            else:
+                atomic_write_text(overlay, before)
+            if dvc_project:
+                sync_dvc_yaml(params, root)
 
 
 # --------------------------------------------------------------------------- command
@@ -305,7 +338,7 @@ def experiment_cmd(
 ) -> None:
     """Run the experiment: each row's DVC experiment, then its evaluations with and without skills
     (resumable: finished steps are skipped). Then: skillmaster compare --evals <out>."""
-    from skillmaster.config import load_config
+    from skillmaster.config import OVERRIDES_FILE, load_config
 
     chosen = select_rows(rows)
     conditions = conditions or list(CONDITIONS)
@@ -315,21 +348,22 @@ def experiment_cmd(
         )
     if not overlay.exists():
         raise ConfigError(f"experiment overlay {overlay} does not exist")
-    for row in chosen:
+    seed_banks: dict[str, str | None] = {}
+    for row in chosen:  # validate all first; each row's seed bank as its settings name it
         if row.overlay and not Path(row.overlay).exists():
             raise ConfigError(f"row '{row.name}': overlay {row.overlay} does not exist")
-        load_config(
-            params, overlays=[overlay] + ([Path(row.overlay)] if row.overlay else [])
-        )  # validate all first
-    cfg = load_config(params, overlays=[overlay])
+        row_cfg = load_config(
+            params, overlays=[overlay] + ([Path(row.overlay)] if row.overlay else []), run_overrides=False
+        )
+        seed_banks[row.name] = row_cfg.skills.seed_bank
+    cfg = load_config(params, overlays=[overlay], run_overrides=False)
     steps = plan(
         chosen,
         overlay=overlay,
         out=out,
         iterations=cfg.loop.iterations,
-        seed_bank=str(cfg.skills.seed_bank),
+        seed_banks=seed_banks,
         split=split,
-        sets_of=set_flags,
         prefix=prefix,
         conditions=[c for c in CONDITIONS if c in conditions],
         max_samples=cfg.train.max_samples,
@@ -337,7 +371,11 @@ def experiment_cmd(
         chunk=chunk,
     )
     if dry_run:
+        shown: tuple[str, ...] | None = None
         for step in steps:
+            if step.overrides != shown:
+                shown = step.overrides
+                typer.echo(f"# {step.row}: run overlay {OVERRIDES_FILE}: {' '.join(shown) or '(empty)'}")
             state = "done" if step.done_marker.exists() else "todo"
             typer.echo(f"# {step.row} {step.kind} ({state})\n{step.shell()}")
         return

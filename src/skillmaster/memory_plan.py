@@ -12,10 +12,12 @@ measurements. Sizes are in bytes; the table shows GiB (2**30 bytes). The plan fo
 
 - training stores fp32 weights unless ``model.dtype`` names another dtype (``training_model_config``
   in train/policy.py); ``train.mixed_precision`` (bf16/fp16 autocast) changes the compute, not them;
-- the frozen reference of full fine-tuning is a whole copy on every GPU: it never goes through
-  ``accelerator.prepare``, so no launcher shards it; LoRA's reference is the adapter switched off;
+- the frozen reference of full fine-tuning (train/run.py ``prepare_reference``) is prepared like
+  the policy under FSDP (sharded as the weights are), a whole copy in DeepSpeed's bf16/fp16 under
+  DeepSpeed, and a whole copy of the stored weights otherwise; LoRA's reference is the adapter
+  switched off;
 - only the stages the pipeline runs under ``train.accelerate_config`` are sharded (asked of
-  orchestration/plan.py; today the train stage alone);
+  orchestration/plan.py: sft and train);
 - a generating stage's vLLM engine claims ``rollout.vllm.gpu_memory_utilization`` of GPU 0; the
   Prefect flow (``skillmaster loop``) keeps it there while the train stage runs (``--flow``).
 """
@@ -203,6 +205,8 @@ class Sharding:
     weights: float = 1.0
     grads: float = 1.0
     optimizer: float = 1.0
+    kind: str = "ddp"
+    """``ddp`` (one process too), ``deepspeed`` or ``fsdp``: how the frozen reference is held."""
 
 
 FSDP_STRATEGIES = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD"}
@@ -226,7 +230,7 @@ def sharding(launcher: dict[str, Any] | None) -> Sharding:
             o = 0.0
         if stage >= 3 and str(ds.get("offload_param_device", "none")).lower() not in ("none", "null"):
             w = 0.0
-        return Sharding(f"DeepSpeed ZeRO-{stage} over {n}", n, w, g, o)
+        return Sharding(f"DeepSpeed ZeRO-{stage} over {n}", n, w, g, o, "deepspeed")
     if kind == "FSDP":
         f = launcher.get("fsdp_config") or {}
         strategy = str(f.get("fsdp_sharding_strategy", "FULL_SHARD")).upper()
@@ -235,10 +239,10 @@ def sharding(launcher: dict[str, Any] | None) -> Sharding:
             strategy = "FULL_SHARD" if f.get("fsdp_reshard_after_forward", True) else "SHARD_GRAD_OP"
         per = n // max(1, int(launcher.get("num_machines") or 1)) if strategy == "HYBRID_SHARD" else n
         if f.get("fsdp_offload_params"):
-            return Sharding(f"FSDP {strategy} over {n}, offloaded", n, 0.0, 0.0, 0.0)
+            return Sharding(f"FSDP {strategy} over {n}, offloaded", n, 0.0, 0.0, 0.0, "fsdp")
         w = 1 / per if strategy in ("FULL_SHARD", "HYBRID_SHARD") else 1.0
         go = 1.0 if strategy == "NO_SHARD" else 1 / per
-        return Sharding(f"FSDP {strategy} over {n}", n, w, go, go)
+        return Sharding(f"FSDP {strategy} over {n}", n, w, go, go, "fsdp")
     return Sharding(f"DDP over {n}" if n > 1 else "one process", n)
 
 
@@ -293,7 +297,7 @@ def training_stage(
         parts.append((f"gradients ({_dtype(w)})", gradient_bytes(params, w) * shard.grads))
         parts.append((f"AdamW moments ({_dtype(w)})", adamw_bytes(params, w) * shard.optimizer))
         if reference:
-            parts.append((f"reference copy for KL ({_dtype(w)}, not sharded)", weights_bytes(params, w)))
+            parts.append(reference_part(params, w, shard, t.mixed_precision))
     value = activation_value_bytes(t.mixed_precision, w)
     ckpt = "checkpointed" if t.gradient_checkpointing else "no checkpointing"
     act = activation_bytes(t.micro_batch_tokens, shape.hidden, shape.layers, value, t.gradient_checkpointing)
@@ -301,10 +305,8 @@ def training_stage(
     parts.append(("response logits (fp32)", logits_bytes(t.micro_batch_tokens, shape.vocab)))
     parts.append(("CUDA context, buffers", RUNTIME_BYTES))
     fixes = []
-    if shard.processes == 1 and name == "train":
-        fixes.append(
-            "shard train with train.accelerate_config (e.g. configs/accelerate/deepspeed-zero3.yaml)"
-        )
+    if shard.processes == 1:
+        fixes.append("shard the training with train.accelerate_config (e.g. configs/accelerate/fsdp.yaml)")
     if not t.lora.enabled:
         fixes.append("train LoRA (train.lora.enabled: true)")
     if not t.gradient_checkpointing:
@@ -314,6 +316,20 @@ def training_stage(
         parts.append(("generation engine the flow keeps on GPU 0", engine_bytes))
         fixes.append("lower rollout.vllm.gpu_memory_utilization")
     return Stage(name, shard.label, shard.processes, parts, fixes)
+
+
+def reference_part(params: int, weight: int, shard: Sharding, mixed_precision: str) -> tuple[str, float]:
+    """The frozen reference of full fine-tuning with KL: P × bytes × share. Under FSDP it is prepared
+    like the policy (the weights' share, their dtype); under DeepSpeed a whole copy in the training
+    precision (2 B under bf16/fp16, ``auto`` being bf16 on a GPU); else a whole copy of the stored
+    weights (autocast computes in bf16 but keeps them)."""
+    if shard.kind == "fsdp":
+        return (
+            f"reference copy for KL ({_dtype(weight)}, sharded)",
+            weights_bytes(params, weight) * shard.weights,
+        )
+    nbytes = 2 if shard.kind == "deepspeed" and mixed_precision != "no" else weight
+    return (f"reference copy for KL ({_dtype(nbytes)}, not sharded)", weights_bytes(params, nbytes))
 
 
 def generation_stage(cfg, shape: Shape, params: int, gpu_bytes: float, names: list[str]) -> tuple[Stage, str]:
@@ -397,6 +413,7 @@ def build_plan(
         )
     if launcher and "sft" not in launched and cfg.sft.enabled:
         plan.notes.append("sft runs in one process: only the train stage runs under train.accelerate_config")
+
     return plan
 
 

@@ -62,10 +62,11 @@ class Paths:
     def edits(self, iteration: int) -> Path:
         return self.counterfactual_dir(iteration) / "edits.parquet"
 
-    def probe_steps(self, iteration: int) -> Path:
+    def probe_trajectories(self, iteration: int) -> Path:
+        """The TRAJECTORIES rows of the probe episodes (one per probe run)."""
         return self.counterfactual_dir(iteration) / "probe_trajectories.parquet"
 
-    def probe_actions(self, iteration: int) -> Path:
+    def probe_steps(self, iteration: int) -> Path:
         """The STEPS rows of the probe episodes (what the progress score reads)."""
         return self.counterfactual_dir(iteration) / "probe_steps.parquet"
 

@@ -103,3 +103,27 @@ def test_the_table_reads_the_report(report):
     text = format_rollout_report(report)
     assert text.startswith("bench rollout (quick; cpu float32")
     assert "vLLM/transformers 4.00" in text and "ratio 1.200" in text
+
+
+def test_the_bench_shows_the_configured_seed_bank(tmp_path, repo_root):
+    from skillmaster.bench.rollout import configured_seed_bank, load_seed_bank
+    from skillmaster.skills.store import load_bank
+
+    params = tmp_path / "params.yaml"
+    assert configured_seed_bank(params) == SEED_BANK  # no params.yaml: the bundled bank
+    params.write_text("env:\n  name: alfworld\nskills:\n  seed_bank: banks/mine.json\n")
+    assert configured_seed_bank(params) == "banks/mine.json"
+    (tmp_path / "overrides.yaml").write_text("skills:\n  seed_bank: null\n")  # the run overlay counts
+    assert configured_seed_bank(params) is None
+    params.write_text("env:\n  name: webshop\nskills:\n  seed_bank: null\n")
+    assert configured_seed_bank(params) == SEED_BANK  # another environment's bank would not fit
+
+    empty = load_seed_bank(None, tmp_path, ("heat", "cool"))
+    assert set(empty.task_specific_skills) == {"heat", "cool"} and not empty.general_skills
+    bundled = load_bank(repo_root / SEED_BANK)
+    assert load_seed_bank(SEED_BANK, repo_root, ()) == bundled
+    assert load_seed_bank(SEED_BANK, tmp_path, ()) == bundled  # outside a checkout: the package's copy
+
+
+def test_the_table_names_an_empty_seed_bank(report):
+    assert "skills from an empty bank" in format_rollout_report(report | {"seed_bank": None})

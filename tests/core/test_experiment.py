@@ -1,4 +1,5 @@
-"""``skillmaster experiment``: the plan of rows, and a resumable run that restores params.yaml."""
+"""``skillmaster experiment``: the plan of rows, and a resumable run that carries each row's settings
+in the run overlay (overrides.yaml) and never writes params.yaml."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from skillmaster.errors import ConfigError, DataError
@@ -23,15 +25,14 @@ def test_set_flags_later_overlays_win(tmp_path):
 
 
 def plan_rows(out, **kw):
-    kw.setdefault("sets_of", lambda overlays: [])
-    return plan(
-        ROWS, overlay=Path("configs/experiment-cpu.yaml"), out=out, iterations=2, seed_bank="seed.json", **kw
-    )
+    kw.setdefault("settings_of", lambda overlays: [])
+    kw.setdefault("seed_banks", {r.name: "seed.json" for r in ROWS})
+    return plan(ROWS, overlay=Path("configs/experiment-cpu.yaml"), out=out, iterations=2, **kw)
 
 
 def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_skills(tmp_path):
     out = tmp_path / "exp"
-    steps = plan_rows(out, sets_of=lambda overlays: [str(o) for o in overlays])
+    steps = plan_rows(out, settings_of=lambda overlays: [f"file={o}" for o in overlays])
     by = {(s.row, s.kind): s for s in steps}
     assert [s.kind for s in steps if s.row == "base"] == ["train", "eval-skills", "eval-no-skills"]
     assert by[("base", "train")].argv[-1] == "model"  # only the base model is prepared
@@ -46,15 +47,18 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
     assert [s.kind for s in steps if s.row == "sft"] == ["train", "restore", "eval-skills", "eval-no-skills"]
     restore = by[("sft", "restore")]
     assert restore.argv[:3] == ("dvc", "exp", "run") and "--name" not in restore.argv
-    assert restore.argv[3:] == by[("sft", "train")].argv[5:]
+    assert restore.argv[3:] == by[("sft", "train")].argv[5:] == ("sft",)
+    assert restore.overrides == by[("sft", "train")].overrides == ("file=configs/experiment-cpu.yaml",)
     assert restore.done_marker == out / "sft" / "no-skills" / "metrics.json"
     assert (
         by[("sft", "eval-skills")].argv[by[("sft", "eval-skills")].argv.index("--checkpoint") + 1]
         == "models/sft"
     )
     grpo = by[("grpo", "train")].argv
-    assert grpo[:5] == ("dvc", "exp", "run", "--name", "exp-grpo")
-    assert grpo[5:] == ("configs/experiment-cpu.yaml", "configs/baseline-grpo.yaml")  # shared, then the row's
+    assert grpo == ("dvc", "exp", "run", "--name", "exp-grpo")  # no -S: the settings go to the run overlay
+    shared_then_row = ("file=configs/experiment-cpu.yaml", "file=configs/baseline-grpo.yaml")
+    assert all(s.overrides == shared_then_row for s in steps if s.row == "grpo")  # evaluations too
+    assert not any("-o" in s.argv or "--overlay" in s.argv for s in steps)
     assert by[("grpo", "eval-skills")].argv[-2:] == ("--bank", "seed.json")  # never edited
     sm = by[("skillmaster", "eval-skills")].argv
     assert sm[sm.index("--checkpoint") + 1] == "models/policy/iter_002"
@@ -76,15 +80,25 @@ def test_plan_trains_each_row_then_evaluates_its_final_policy_with_and_without_s
 
 def test_rows_without_reviews_train_on_as_many_samples_as_rows_with_them(tmp_path):
     steps = plan_rows(tmp_path, max_samples=32, review_samples=8)
-    train = {s.row: s.argv for s in steps if s.kind == "train"}
+    train = {s.row: s.overrides for s in steps if s.kind == "train"}
     for row in ("grpo", "static-skills"):  # 32 action samples + 8 reviews elsewhere: 40 actions here
-        assert train[row][-2:] == ("-S", "train.max_samples=40"), row
+        assert train[row][-1] == "train.max_samples=40", row
     for row in ("base", "sft", "no-cf", "merged-adv", "skillmaster"):
         assert not any(a.startswith("train.max_samples") for a in train[row]), row
     # all action samples (max_samples null) or no reviews to make up for: nothing added
     for kw in ({"max_samples": None, "review_samples": 8}, {"max_samples": 32, "review_samples": 0}):
-        grpo = next(s.argv for s in plan_rows(tmp_path, **kw) if s.row == "grpo" and s.kind == "train")
+        grpo = next(s.overrides for s in plan_rows(tmp_path, **kw) if s.row == "grpo" and s.kind == "train")
         assert not any(a.startswith("train.max_samples") for a in grpo)
+
+
+def test_each_row_shows_the_seed_bank_its_settings_name_and_none_when_there_is_none(tmp_path):
+    banks = {r.name: "seed.json" for r in ROWS} | {"grpo": "other.json", "base": None}
+    steps = plan_rows(tmp_path, seed_banks=banks)
+    skills = {s.row: s.argv for s in steps if s.kind == "eval-skills"}
+    assert skills["grpo"][-2:] == ("--bank", "other.json")
+    assert skills["base"][-1] == "--no-skills" and "--bank" not in skills["base"]  # never `--bank None`
+    assert skills["skillmaster"][-2:] == ("--bank", "data/banks/iter_002.json")  # its own last bank
+    assert not any("None" in s.argv for s in steps)
 
 
 def test_a_pass_over_one_condition_puts_each_rows_outputs_back_until_that_pass_is_done(tmp_path):
@@ -119,34 +133,58 @@ def py(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
 
-def test_run_restores_params_between_rows_resumes_and_fails_in_one_sentence(tmp_path):
+def test_run_carries_each_rows_settings_in_the_overlay_resumes_and_fails_in_one_sentence(tmp_path):
     params, out = tmp_path / "params.yaml", tmp_path / "exp"
-    params.write_text("seed: 0\n")
+    params.write_text("seed: 0  # the user's comment\n")
+    before = params.read_bytes()
+    overlay = tmp_path / "overrides.yaml"
+    overlay.write_text("eval:\n  limit: 2\n")  # the last flow run's
+    seen = tmp_path / "seen.txt"
+    copy_overlay = f"import shutil; shutil.copy({str(overlay)!r}, {str(seen)!r})"
     marker = out / "a" / "skills" / "metrics.json"
     steps = [
-        Step("a", "train", py(f"open({str(params)!r}, 'a').write('method: a\\n')"), out / "a" / "train.json"),
+        Step("a", "train", py(copy_overlay), out / "a" / "train.json", overrides=("method=a", "seed=3")),
         Step(
             "a",
             "eval-skills",
             py(f"import os; os.makedirs({str(marker.parent)!r}); open({str(marker)!r}, 'w').write('{{}}')"),
             marker,
+            overrides=("method=a", "seed=3"),
         ),
-        Step(
-            "b", "train", py(f"assert open({str(params)!r}).read() == 'seed: 0\\n'"), out / "b" / "train.json"
-        ),
+        Step("b", "train", py(copy_overlay), out / "b" / "train.json", overrides=("method=b",)),
     ]
     lines: list[str] = []
     run_plan(steps, params=params, out=out, echo=lines.append)
-    assert params.read_text() == "seed: 0\n"  # restored after row a's experiment wrote into it
-    assert (out / "a" / "train.json").exists() and (out / "b" / "train.json").exists()
+    assert params.read_bytes() == before  # never written
+    assert yaml.safe_load(seen.read_text()) == {"method": "b"}  # row b's settings, not a's
+    assert yaml.safe_load((out / "a" / "overrides.yaml").read_text()) == {"method": "a", "seed": 3}
+    assert yaml.safe_load((out / "b" / "overrides.yaml").read_text()) == {"method": "b"}
+    assert json.loads((out / "a" / "train.json").read_text())["overrides"] == ["method=a", "seed=3"]
     assert "eval-skills" in (out / "a" / "times.json").read_text()
+    assert overlay.read_text() == "eval:\n  limit: 2\n"  # the overlay from before, put back
 
     lines.clear()
-    failing = Step("c", "train", py("raise SystemExit(3)"), out / "c" / "train.json")
+    failing = Step("c", "train", py("raise SystemExit(3)"), out / "c" / "train.json", overrides=("method=c",))
     with pytest.raises(DataError, match=r"row 'c' \(train\) failed with exit code 3; rerun"):
         run_plan([*steps, failing], params=params, out=out, echo=lines.append)
     assert sum("done, skipped" in line for line in lines) == 3  # finished steps are not run again
-    assert params.read_text() == "seed: 0\n"
+    assert params.read_bytes() == before
+    assert overlay.read_text() == "eval:\n  limit: 2\n"
+    overlay.unlink()  # without an overlay before, none is left after
+    run_plan(
+        [Step("d", "train", py("0"), out / "d" / "train.json", overrides=("seed=1",))], params=params, out=out
+    )
+    assert not overlay.exists() and params.read_bytes() == before
+
+
+def test_a_bad_row_setting_is_one_clear_error_before_anything_runs(tmp_path):
+    params, out = tmp_path / "params.yaml", tmp_path / "exp"
+    params.write_text("seed: 0\n")
+    ran = tmp_path / "ran"
+    step = Step("a", "train", py(f"open({str(ran)!r}, 'w')"), out / "a" / "train.json", overrides=("seed=x",))
+    with pytest.raises(ConfigError, match="seed"):
+        run_plan([step], params=params, out=out)
+    assert not ran.exists() and params.read_text() == "seed: 0\n"
 
 
 def test_dry_run_prints_every_command(tmp_path):
@@ -170,7 +208,8 @@ def test_dry_run_prints_every_command(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "dvc exp run --name exp-grpo -S env.max_steps=30 -S method=grpo" in result.stdout
+    assert "# grpo: run overlay overrides.yaml: env.max_steps=30 method=grpo" in result.stdout
+    assert "\ndvc exp run --name exp-grpo\n" in result.stdout and " -S env" not in result.stdout
     assert result.stdout.count("(todo)") == 8  # per training row: experiment, apply, two evaluations
 
 
@@ -229,3 +268,34 @@ def test_pipeline_outputs_brings_back_an_experiments_outputs_but_not_its_code(tm
     assert (root / "params.yaml").read_text() == "x: 0\n"
     with pytest.raises(ConfigError, match="no DVC experiment named 'nope'"):
         checkout_outputs("nope", root)
+
+
+def test_while_a_row_runs_dvc_yaml_lists_its_settings_and_after_it_is_as_before(repo_root, tmp_path):
+    """The run overlay's keys are DVC params of the stages that read them (as in a flow run), so the
+    row's DVC experiment records and reruns on them; afterwards dvc.yaml is as it was."""
+    import shutil
+
+    from skillmaster.config import load_config
+    from skillmaster.orchestration.overrides import sync_dvc_yaml
+
+    params, out = tmp_path / "params.yaml", tmp_path / "exp"
+    shutil.copy(repo_root / "params.yaml", params)
+    bank = load_config(params).skills.seed_bank
+    (tmp_path / bank).parent.mkdir(parents=True)
+    shutil.copy(repo_root / bank, tmp_path / bank)
+    sync_dvc_yaml(params, tmp_path)
+    dvc_yaml = tmp_path / "dvc.yaml"
+    plain, before = dvc_yaml.read_text(), params.read_bytes()
+    seen = tmp_path / "seen.yaml"
+    step = Step(
+        "a",
+        "train",
+        py(f"import shutil; shutil.copy({str(dvc_yaml)!r}, {str(seen)!r})"),
+        out / "a" / "train.json",
+        overrides=("rollout.temperature=0.7",),
+    )
+    run_plan([step], params=params, out=out, echo=lambda line: None)
+    stages = yaml.safe_load(seen.read_text())["stages"]
+    assert {"overrides.yaml": ["rollout.temperature"]} in stages["collect-iter_001"]["params"]
+    assert dvc_yaml.read_text() == plain and params.read_bytes() == before
+    assert not (tmp_path / "overrides.yaml").exists()

@@ -79,3 +79,34 @@ def test_dvc_yaml_lists_an_override_for_exactly_the_stages_that_read_it(params):
 )
 def test_reads_setting(settings, key, expected):
     assert reads_setting(settings, key) is expected
+
+
+def test_config_override_is_the_dvc_route_to_the_same_overlay(params, repo_root, monkeypatch):
+    """`skillmaster config override -o OVERLAY` writes the overlay the flow and the experiment
+    runner write, and brings dvc.yaml in line, so a plain `dvc repro` runs the baseline."""
+    from typer.testing import CliRunner
+
+    from skillmaster.cli import app
+
+    root = params.parent
+    monkeypatch.chdir(root)
+    before = params.read_bytes()
+    grpo = repo_root / "configs/baseline-grpo.yaml"
+    result = CliRunner().invoke(app, ["config", "override", "-o", str(grpo), "-S", "eval.limit=3"])
+    assert result.exit_code == 0, result.output
+    assert params.read_bytes() == before
+    cfg = load_config(params)
+    assert cfg.method == "grpo" and not cfg.skills.enabled and cfg.eval.limit == 3
+    listed = {
+        key
+        for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values()
+        for entry in stage.get("params", [])
+        if isinstance(entry, dict)
+        for key in entry.get("overrides.yaml", [])
+    }
+    assert {"eval.limit", "method", "skills.enabled"} <= listed
+    assert CliRunner().invoke(app, ["config", "override"]).exit_code == 0  # nothing: empty it
+    assert load_config(params) == load_config(params, run_overrides=False)
+    assert "overrides.yaml" not in (root / "dvc.yaml").read_text()
+    bad = CliRunner().invoke(app, ["config", "override", "-S", "rollout.num_tasks=-3"])
+    assert bad.exit_code != 0 and load_config(params) == load_config(params, run_overrides=False)

@@ -158,9 +158,11 @@ def test_sharding_variants():
     off = mp.sharding(z3)
     assert (off.weights, off.grads, off.optimizer) == (0.0, 1 / 8, 0.0)
     fsdp = launcher("fsdp.yaml")
-    fsdp["fsdp_config"]["fsdp_sharding_strategy"] = 2  # SHARD_GRAD_OP as accelerate's old integer
+    fsdp["fsdp_config"]["fsdp_reshard_after_forward"] = False  # FSDP2's SHARD_GRAD_OP
     grad_op = mp.sharding(fsdp)
-    assert (grad_op.weights, grad_op.grads) == (1.0, 1 / 8)
+    assert (grad_op.weights, grad_op.grads, grad_op.kind) == (1.0, 1 / 8, "fsdp")
+    fsdp["fsdp_config"] |= {"fsdp_version": 1, "fsdp_sharding_strategy": 2}  # accelerate's old integer
+    assert (mp.sharding(fsdp).weights, mp.sharding(fsdp).grads) == (1.0, 1 / 8)
 
 
 # --------------------------------------------------------------------------- plans
@@ -180,14 +182,30 @@ def test_paper_7b_full_finetuning_fits_8_gpus_under_zero3():
     p = plan(cfg(), "deepspeed-zero3.yaml")
     train = stage(p, "train")
     # per GPU: 16 B × 7.62e9 / 8 = 15,231,233,024 (weights, grads, moments sharded)
-    #   + the unsharded fp32 reference 30,462,466,048 + activations 10,569,646,080
-    #   + logits 9,965,666,304 + runtime 2,147,483,648 = 68,376,495,104 B = 63.68 GiB ≤ 80
-    assert train.total == pytest.approx(68_376_495_104)
-    assert round(train.total / GIB, 2) == 63.68
-    # sft (no KL reference) when launched the same way: 68,376,495,104 − 30,462,466,048 = 35.31 GiB
-    assert stage(p, "sft").total == pytest.approx(68_376_495_104 - 30_462_466_048)
+    #   + the unsharded reference in DeepSpeed's bf16 15,231,233,024 + activations 10,569,646,080
+    #   + logits 9,965,666,304 + runtime 2,147,483,648 = 53,145,262,080 B = 49.50 GiB ≤ 80
+    assert train.total == pytest.approx(53_145_262_080)
+    assert round(train.total / GIB, 2) == 49.50
+    assert ("reference copy for KL (bf16, not sharded)", P7B * 2) in train.parts
+    # sft (no KL reference) when launched the same way: 53,145,262,080 − 15,231,233,024 = 35.31 GiB
+    assert stage(p, "sft").total == pytest.approx(53_145_262_080 - 15_231_233_024)
     mp.check_plan(p)  # fits: no error
     assert "DeepSpeed ZeRO-3 over 8" in mp.format_plan(p)
+
+
+def test_paper_overlay_trains_sft_and_train_under_fsdp_with_a_sharded_reference():
+    c = cfg()
+    assert c.train.accelerate_config == "configs/accelerate/fsdp.yaml"
+    assert mp.launched_stages(c, REPO) == {"sft", "train"}
+    p = plan(c, "fsdp.yaml")
+    train = stage(p, "train")
+    # FSDP2 FULL_SHARD over 8: 16 B × P / 8 = 15,231,233,024 + the reference prepared like the
+    # policy, fp32 / 8 = 3,807,808,256 + activations + logits + runtime = 41,721,837,312 B = 38.86 GiB
+    assert ("reference copy for KL (fp32, sharded)", P7B * 4 / 8) in train.parts
+    assert train.total == pytest.approx(41_721_837_312)
+    assert (train.how, stage(p, "sft").how) == ("FSDP FULL_SHARD over 8", "FSDP FULL_SHARD over 8")
+    mp.check_plan(p)
+    mp.check_plan(plan(c, "fsdp.yaml", flow=True))  # 38.86 + 40 GiB of vLLM on GPU 0 ≤ 80
 
 
 def test_7b_full_finetuning_in_one_process_cannot_fit_80_gib():
@@ -199,7 +217,7 @@ def test_7b_full_finetuning_in_one_process_cannot_fit_80_gib():
         mp.check_plan(p)
     msg = str(err.value)
     assert "train needs 163.0 GiB per GPU (one process)" in msg and "\n" not in msg
-    assert "to fit, shard train with train.accelerate_config" in msg
+    assert "to fit, shard the training with train.accelerate_config" in msg
 
 
 def test_sft_not_under_the_launcher_runs_in_one_process():
@@ -213,21 +231,22 @@ def test_sft_not_under_the_launcher_runs_in_one_process():
 
 
 def test_the_flow_keeps_its_vllm_engine_on_gpu_0_during_train():
-    # + 0.5 × 80 GiB = 40 GiB: 63.68 + 40 = 103.68 GiB > 80
+    # + 0.5 × 80 GiB = 40 GiB: 49.50 + 40 = 89.50 GiB > 80
     p = plan(cfg(), "deepspeed-zero3.yaml", flow=True)
-    assert round(stage(p, "train").total / GIB, 2) == 103.68
+    assert round(stage(p, "train").total / GIB, 2) == 89.50
     with pytest.raises(ConfigError, match=r"lower rollout\.vllm\.gpu_memory_utilization"):
         mp.check_plan(p)
 
 
 def test_zero2_keeps_whole_fp32_weights_on_every_gpu():
     p = plan(cfg(), "deepspeed-zero2.yaml")
-    # 4 B × P + 12 B × P / 8 = 5.5 B × P = 41,885,890,816 B; + the same reference, activations,
-    # logits and runtime (53,145,262,080) = 95,031,152,896 B = 88.5 GiB > 80 (the plan's fp32
+    # 4 B × P + 12 B × P / 8 = 5.5 B × P = 41,885,890,816 B; + the same bf16 reference, activations,
+    # logits and runtime (37,914,029,056) = 79,799,919,872 B = 74.32 GiB ≤ 80 (the plan's fp32
     # split; DeepSpeed's bf16 split, 2 + 14 / 8 B, would be 3.75 B × P)
-    assert stage(p, "train").total == pytest.approx(95_031_152_896)
+    assert stage(p, "train").total == pytest.approx(79_799_919_872)
+    mp.check_plan(p)
     with pytest.raises(ConfigError):
-        mp.check_plan(p)
+        mp.check_plan(plan(cfg("train.micro_batch_tokens=32768"), "deepspeed-zero2.yaml"))
 
 
 def test_0_5b_full_finetuning_on_one_24_gib_gpu():
@@ -306,13 +325,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_paper_overlay_fits_8x80_under_zero3():
-    # sft.enabled=false: the pipeline runs sft in one process (only train goes under the launcher),
-    # which cannot fit a 7B full fine-tune (test_sft_not_under_the_launcher_runs_in_one_process)
-    out = run("-o", PAPER, "-S", ZERO3, "-S", "sft.enabled=false", "--gpus", "8", "--gpu-memory", "80")
+def test_cli_paper_overlay_fits_8x80_as_shipped():
+    """The overlay names the FSDP launcher, which the pipeline gives sft and train alike."""
+    out = run("-o", PAPER, "--gpus", "8", "--gpu-memory", "80")
     assert out.returncode == 0, out.stderr
     assert "GPU memory plan: Qwen/Qwen2.5-7B-Instruct" in out.stdout
-    assert "63.68" in out.stdout and "DeepSpeed ZeRO-3 over 8" in out.stdout
+    assert out.stdout.count("FSDP FULL_SHARD over 8") == 2 and "38.86" in out.stdout
+    assert "DOES NOT FIT" not in out.stdout and "sft runs in one process" not in out.stdout
+
+
+def test_cli_paper_overlay_fits_8x80_under_zero3():
+    out = run("-o", PAPER, "-S", ZERO3, "--gpus", "8", "--gpu-memory", "80")
+    assert out.returncode == 0, out.stderr
+    assert "49.50" in out.stdout and out.stdout.count("DeepSpeed ZeRO-3 over 8") == 2
     assert "DOES NOT FIT" not in out.stdout
 
 
@@ -323,6 +348,7 @@ def test_cli_single_process_7b_full_finetune_is_one_sentence():
     err = out.stderr.strip()
     assert err.count("\n") == 0 and "Traceback" not in err
     assert err.startswith("error: the plan cannot fit 8 × 80 GiB:")
+    assert "sft needs 134.6 GiB per GPU (one process)" in err
     assert "train needs 163.0 GiB per GPU (one process)" in err
 
 

@@ -110,3 +110,20 @@ def test_paper_alfworld_has_the_papers_settings():
     assert (cf.score, cf.paired, cf.placebo_edits, cf.max_edits) == ("success", False, 0, None)
     assert cfg.train.progress_reward == 0.0 and cfg.review.prompt == "method"
     assert cfg.review.max_new_tokens == 512
+
+
+def test_paper_webshop_stands_alone():
+    """On params.yaml alone it has the paper's GPU settings; stacking paper-alfworld.yaml under it
+    changes nothing but the cold start's settings, which WebShop does not use (sft.enabled false)."""
+    web = REPO / "configs" / "paper-webshop.yaml"
+    cfg = load_config(PARAMS, overlays=[web], run_overrides=False)
+    assert cfg.env.name == "webshop" and not cfg.sft.enabled
+    assert cfg.model.source == "Qwen/Qwen2.5-7B-Instruct" and cfg.model.device == "cuda"
+    assert cfg.train.mixed_precision == "bf16" and not cfg.train.lora.enabled
+    assert (cfg.rollout.num_tasks, cfg.rollout.group_size, cfg.env.max_steps) == (8, 8, 15)
+    assert (cfg.rollout.history_length, cfg.skills.top_k_general, cfg.train.kl_coef) == (2, 6, 0.05)
+    assert cfg.loop.iterations == 300 and cfg.eval.splits == ["test"]
+    stacked = load_config(
+        PARAMS, overlays=[REPO / "configs" / "paper-alfworld.yaml", web], run_overrides=False
+    )
+    assert all(k.startswith("sft.") for k in changed(cfg, stacked)), changed(cfg, stacked)

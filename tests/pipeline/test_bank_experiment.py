@@ -231,9 +231,25 @@ def test_changed_design_is_refused(tmp_path):
     design = {"probes": 16, "settings": {"seed": 0, "env.max_steps": 30}}
     check_design(tmp_path, design, "--work")
     check_design(tmp_path, dict(design), "--work")  # the same design resumes
+    # a setting the code gained after the run started (at its default) resumes the same run
+    grown = {"probes": 16, "settings": {"seed": 0, "env.max_steps": 30, "train.keep_states": 2}}
+    check_design(tmp_path, grown, "--work")
     changed = {"probes": 32, "settings": {"seed": 0, "env.max_steps": 50}}
     with pytest.raises(ConfigError, match=r"another design \(probes, env.max_steps differ\)"):
         check_design(tmp_path, changed, "--work")
+
+
+def test_adding_an_arm_keeps_the_design(tmp_path):
+    """The random arm may wait: the arms are not part of the design, so adding one later resumes
+    the same run instead of being refused as a different design."""
+    from skillmaster.bank_experiment import design_hash, design_of
+    from skillmaster.config import load_config
+
+    cfg = load_config(REPO / "params.yaml", run_overrides=False)
+    three = design_of(Options(arms=("seed", "gated", "ungated")), cfg, REPO)
+    four = design_of(Options(arms=ARMS), cfg, REPO)
+    assert "arms" not in three and design_hash(three) == design_hash(four)
+    assert design_hash(design_of(Options(probes=32), cfg, REPO)) != design_hash(four)
 
 
 # --------------------------------------------------------------------------- the banks

@@ -170,11 +170,17 @@ def test_a_run_triggered_with_overrides_completes_without_rewriting_params(serve
     overlay = yaml.safe_load((project / "overrides.yaml").read_text())
     assert overlay == {"eval": {"limit": 2}, "loop": {"iterations": 1}}
     assert "eval.limit" in (project / "dvc.yaml").read_text().split("overrides.yaml")[1]
+
     # the flow run's own logs and artifacts show them
-    logs = httpx.post(
-        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}, timeout=10
-    ).json()
-    messages = "\n".join(entry["message"] for entry in logs)
+    # (logs reach the server in batches, possibly after the run's final state: wait for them)
+    def run_logs():
+        logs = httpx.post(
+            f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}, timeout=10
+        ).json()
+        messages = "\n".join(entry["message"] for entry in logs)
+        return messages if "report" in messages and "overrides:" in messages else None
+
+    messages = _wait("the run's logs", run_logs, 60)
     assert "overrides: eval.limit=2, loop.iterations=1" in messages
     assert "plan:" in messages and "report" in messages
     artifacts = httpx.post(

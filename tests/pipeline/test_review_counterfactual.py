@@ -207,7 +207,7 @@ def test_edits_get_k_probe_episodes_each(run):
     chosen = choose_edits(candidates["traj_id"].to_list(), MAX_EDITS, derive_seed(cfg.seed, "edits", IT))
     assert edits["scored"].to_list() == [i in chosen for i in range(edits.height)] and len(chosen) == n_scored
 
-    all_probes = TRAJECTORIES.read(paths.probe_steps(IT))
+    all_probes = TRAJECTORIES.read(paths.probe_trajectories(IT))
     probes = all_probes.filter(pl.col("condition").str.starts_with("probe_"))
     assert probes.height == 2 * K * n_scored == run.metrics["counterfactual"]["probe_episodes"]
     assert all_probes.height == probes.height + 2 * K * PLACEBOS_N
@@ -242,7 +242,7 @@ def hand_score(run: Run, probe: dict, t_max: int) -> float:
     if probe["won"]:
         return 1.0 + (t_max - probe["length"]) / t_max
     goal = milestones(make_suite(run.cfg.env).walkthrough(probe["task_id"], probe["split"]))
-    steps = STEPS.read(run.paths.probe_actions(IT)).filter(pl.col("traj_id") == probe["traj_id"]).sort("step")
+    steps = STEPS.read(run.paths.probe_steps(IT)).filter(pl.col("traj_id") == probe["traj_id"]).sort("step")
     reached = sum(milestone_hits(goal, list(zip(steps["action"], steps["valid"], strict=True))))
     return 0.5 * reached / len(goal)
 
@@ -252,7 +252,9 @@ def test_utility_is_recomputed_from_the_probe_rewards(run):
     assert cf.clip and cf.score == "progress"  # as the formulas below
     t_max = cf.max_steps or run.cfg.env.max_steps
     edits = EDITS.read(run.paths.edits(IT))
-    by_id = {r["traj_id"]: r for r in TRAJECTORIES.read(run.paths.probe_steps(IT)).iter_rows(named=True)}
+    by_id = {
+        r["traj_id"]: r for r in TRAJECTORIES.read(run.paths.probe_trajectories(IT)).iter_rows(named=True)
+    }
     size0 = bank_size(run.bank0).total
     for e, row in enumerate(edits.iter_rows(named=True)):
         if not row["scored"]:
@@ -311,8 +313,10 @@ def test_a_placebo_edit_plays_identical_paired_episodes_and_scores_zero(run):
     """B' = B with paired probes: the before and after run of each probe are the same episode."""
     placebos = PLACEBOS.read(run.paths.placebos(IT))
     assert placebos.height == PLACEBOS_N
-    steps = STEPS.read(run.paths.probe_actions(IT))
-    trajs = {r["traj_id"]: r for r in TRAJECTORIES.read(run.paths.probe_steps(IT)).iter_rows(named=True)}
+    steps = STEPS.read(run.paths.probe_steps(IT))
+    trajs = {
+        r["traj_id"]: r for r in TRAJECTORIES.read(run.paths.probe_trajectories(IT)).iter_rows(named=True)
+    }
     for q, row in enumerate(placebos.iter_rows(named=True)):
         assert len(row["probe_task_ids"]) == K
         for k, task_id in enumerate(row["probe_task_ids"]):

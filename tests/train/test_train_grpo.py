@@ -67,6 +67,7 @@ def full_run(tmp_path_factory, base_model_dir, model_cfg, tables):
         root / "state",
         iteration=1,
         on_step=lambda step, run: seen.append((step, run.accelerator.num_processes)),
+        save_state_to=root / "states" / "iter_001",
     )
     return root, metrics, seen
 
@@ -75,7 +76,11 @@ def test_training_moves_the_adapter_the_loss_and_the_preference(full_run, base_m
     root, metrics, seen = full_run
     out = root / "iter_001"
     assert (out / COMPLETE_MARKER).is_file() and (out / "adapter_config.json").is_file()
-    assert (out / "optimizer.pt").is_file() and not (root / "state").exists()
+    # the serving weights hold the adapter alone; the training state (optimizer, schedule, RNG) is apart
+    assert not (out / "optimizer.pt").exists() and not (root / "state").exists()
+    assert {"optimizer.bin", "scheduler.bin", "COMPLETE"} <= {
+        p.name for p in (root / "states" / "iter_001").iterdir()
+    }
     assert seen == [(1, 1), (2, 1)]
     state = read_trainer_state(out)
     assert state["step"] == 2 and state["global_step"] == 2 and len(state["history"]) == 2
@@ -174,12 +179,14 @@ def test_next_iteration_continues_adapter_optimizer_and_global_step(
         tmp_path / "iter_002",
         tmp_path / "state",
         iteration=2,
+        carry_from=full_run[0] / "states" / "iter_001",
+        save_state_to=tmp_path / "states" / "iter_002",
     )
     assert metrics["train/global_step"] == 3.0
     assert metrics["train/clip_frac"] == 0.0 and metrics["train/ratio_mean"] == pytest.approx(1.0)
     state = read_trainer_state(tmp_path / "iter_002")
     assert state["global_step"] == 3 and state["step"] == 1
-    opt = torch.load(tmp_path / "iter_002" / "optimizer.pt", weights_only=True)
+    opt = torch.load(tmp_path / "states" / "iter_002" / "optimizer.bin", weights_only=True)
     assert max(s["step"] for s in opt["state"].values()) == 3  # Adam's step count carried over
 
 

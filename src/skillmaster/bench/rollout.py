@@ -2,8 +2,9 @@
 
 Everything runs on the real prepared model (in the dtype the pipeline would use: ``model.dtype:
 auto``) and real ALFWorld games of the first split found (valid_seen first), with the seed skill
-bank shown (template retrieval), greedy decoding and a fixed step limit, so every side does the
-same work:
+bank shown (``skills.seed_bank`` of params.yaml, as the ``bank-init`` stage reads it: an empty bank
+when it is null; template retrieval), greedy decoding and a fixed step limit, so every side does
+the same work:
 
 (a) **Rollout steps/s.** :func:`~skillmaster.rollout.collector.collect_episodes` with an
     :class:`~skillmaster.envs.pool.EnvPool`, as the ``collect`` stage builds them (B tasks × G
@@ -49,6 +50,8 @@ SIZES: dict[str, dict[str, int]] = {
     "full": {"tasks": 8, "group_size": 2, "max_steps": 5, "max_new_tokens": 48, "rounds": 3},
 }
 SEED_BANK = "src/skillmaster/resources/seed_bank_alfworld_small.json"
+"""The bundled ALFWorld seed bank: the bench's bank when params.yaml is missing or configures
+another environment (whose bank would not fit ALFWorld's categories)."""
 
 
 # --------------------------------------------------------------------------- set-up
@@ -89,6 +92,32 @@ def _seed_bank_path() -> Path:
     import skillmaster
 
     return Path(skillmaster.__file__).parent / "resources" / Path(SEED_BANK).name
+
+
+def configured_seed_bank(params: Path) -> str | None:
+    """The seed bank the pipeline starts from: ``skills.seed_bank`` of ``params`` (with its run
+    overlay) when it configures ALFWorld; None when that is null (an empty bank); :data:`SEED_BANK`
+    when ``params`` is missing or configures another environment."""
+    if not params.is_file():
+        return SEED_BANK
+    from skillmaster.config import load_config
+
+    cfg = load_config(params)
+    return cfg.skills.seed_bank if cfg.env.name == "alfworld" else SEED_BANK
+
+
+def load_seed_bank(seed: str | None, root: Path, categories):
+    """The bank ``seed`` names (relative to the project ``root``), or an empty bank with the suite's
+    ``categories`` for None, as the ``bank-init`` stage makes it."""
+    from skillmaster.skills.bank import empty_bank
+    from skillmaster.skills.store import load_bank
+
+    if seed is None:
+        return empty_bank(categories)
+    path = Path(seed) if Path(seed).is_absolute() else root / seed
+    if not path.is_file() and seed == SEED_BANK:  # outside a checkout: the installed package's copy
+        path = _seed_bank_path()
+    return load_bank(path)
 
 
 def render_block(bank, retriever, category: str) -> str:
@@ -163,6 +192,8 @@ class _Bench:
     retriever: Any
     episodes: list
     workers: int
+    seed_bank: str | None = SEED_BANK
+    """``skills.seed_bank`` the bank came from (None: an empty bank)."""
 
 
 @dataclass
@@ -190,7 +221,6 @@ def _set_up(quick: bool, model_dir: Path | None, threads: int | None) -> _Bench:
     from skillmaster.rollout.collector import EpisodeSpec
     from skillmaster.runtime import configure_environment, project_root
     from skillmaster.skills.retrieval import make_retriever
-    from skillmaster.skills.store import load_bank
 
     configure_environment()
     if threads:
@@ -200,7 +230,8 @@ def _set_up(quick: bool, model_dir: Path | None, threads: int | None) -> _Bench:
     model_cfg = ModelConfig(device="cpu", num_threads=threads)
     dtype = str(resolve_dtype(model_cfg, "cpu", model_dir)).removeprefix("torch.")
     suite, tasks, spare = _suite_and_tasks(size["max_steps"], size["tasks"])
-    bank = load_bank(_seed_bank_path())
+    seed_bank = configured_seed_bank(Path("params.yaml"))
+    bank = load_seed_bank(seed_bank, project_root(), suite.categories)
     episodes = [
         EpisodeSpec(f"bench-{g:02d}-{m:02d}", task, g, 0, bank=bank)
         for g, task in enumerate(tasks)
@@ -220,6 +251,7 @@ def _set_up(quick: bool, model_dir: Path | None, threads: int | None) -> _Bench:
         retriever=make_retriever(SkillsConfig(retrieval="template")),
         episodes=episodes,
         workers=max(1, min(RolloutConfig().num_workers, len(episodes))),
+        seed_bank=seed_bank,
     )
 
 
@@ -328,7 +360,7 @@ def _report(b: _Bench, m: _Measured) -> dict[str, Any]:
         "max_new_tokens": b.settings.max_new_tokens,
         "decoding": "greedy",
         "env_workers": b.workers,
-        "seed_bank": SEED_BANK,
+        "seed_bank": b.seed_bank,
         "steps_per_s": _steps_report(m),
         "engine_start_s": {"vllm": round(m.vllm_start_s, 2)},
         "generation": {"vllm": m.vllm_generation, "hf": m.hf_generation},
@@ -374,7 +406,7 @@ def format_rollout_report(report: dict[str, Any]) -> str:
             f"bench rollout ({'quick' if report['quick'] else 'full'}; {report['device']} {report['dtype']}, "
             f"load {report['load_avg_1m_at_start']}): {report['split']}, {report['tasks']} tasks x group "
             f"{report['group_size']} = {report['episodes']} episodes, {report['max_steps']} steps, "
-            f"{report['max_new_tokens']} new tokens max, greedy, skills from {report['seed_bank']}",
+            f"{report['max_new_tokens']} new tokens max, greedy, skills from {report['seed_bank'] or 'an empty bank'}",
             f"  steps/s     vLLM engine {v['steps_per_s']:.2f}, transformers engine {h['steps_per_s']:.2f}, naive "
             f"loop {n['steps_per_s']:.2f}: vLLM/transformers {a['vllm_over_hf']:.2f} (target "
             f"{t['vllm_over_hf']}) {mark[ok['vllm_over_hf']]}, vLLM/naive {a['vllm_over_naive']:.2f} (target "

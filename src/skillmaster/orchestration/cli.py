@@ -13,13 +13,18 @@ pipeline_app = typer.Typer(help="Generate and check dvc.yaml from params.yaml.",
 @pipeline_app.command("write")
 def write_cmd(params: Path = typer.Option(Path("params.yaml"), "--params", "-p")) -> None:
     """Write dvc.yaml for the settings in params.yaml."""
-    from skillmaster.config import load_config
+    from skillmaster.config import flatten, load_config, overrides_path, read_yaml
     from skillmaster.io import atomic_write_text
     from skillmaster.orchestration.plan import render_dvc_yaml, stage_plan
     from skillmaster.runtime import project_root
 
     root = project_root()
     cfg = load_config(params)
+    overlay = overrides_path(params)
+    if overlay.is_file() and (keys := sorted(flatten(read_yaml(overlay) or {}))):
+        typer.echo(
+            f"run overlay {overlay.name} in force: {', '.join(keys)} (empty it: skillmaster config override)"
+        )
     text = render_dvc_yaml(cfg, root)
     path = root / "dvc.yaml"
     if path.is_file() and path.read_text() == text:

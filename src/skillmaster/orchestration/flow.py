@@ -6,7 +6,10 @@ a task that calls the very stage function ``dvc repro`` calls; a stage DVC alrea
 skipped, a finished one is recorded with ``dvc commit``, so afterwards ``dvc status`` is clean and
 ``dvc repro`` has nothing to do. The stages share the flow's process and one
 :class:`~skillmaster.stages.resources.Resources`: one generation engine serves them all, and after
-a train stage it loads the new weights in place (vLLM) instead of starting again.
+a train stage it loads the new weights in place (vLLM, ``rollout.vllm.weight_sync``: a LoRA
+checkpoint merged and pushed in memory, or its merged folder reloaded;
+:func:`~skillmaster.agent.engines.open_policy`) instead of starting again. With
+``rollout.vllm.sleep_mode`` (CUDA) the engine sleeps while a train stage holds the GPU.
 """
 
 from __future__ import annotations
@@ -46,12 +49,23 @@ def prepare_run(params: Path, overrides: list[str]) -> tuple[Config, Path, list[
     return cfg, root, stage_plan(cfg, root)
 
 
+def yield_device(resources: Resources) -> None:
+    """Before a train stage: the open generation engine sleeps (``rollout.vllm.sleep_mode`` on
+    CUDA: weights offloaded, KV cache freed) so training gets the GPU; it wakes when it next
+    generates or loads the trained weights. Elsewhere nothing happens."""
+    sleep = getattr(resources.policy, "sleep", None)
+    if sleep is not None and sleep():
+        log.info("generation engine asleep while the train stage runs")
+
+
 def run_recorded(spec: StageSpec, cfg: Config, root: Path, resources: Resources) -> dict:
     """Run DVC stage ``spec`` unless DVC has it up to date, then record it with ``dvc commit``."""
     name = spec.name
     if dvc_stage_up_to_date(root, name):
         log.info("%s is up to date in DVC; skipped", name)
         return {"skipped": True}
+    if spec.stage == "train":
+        yield_device(resources)
     if spec.launcher:  # multi-process training: the same command dvc.yaml holds
         import shlex
         import subprocess

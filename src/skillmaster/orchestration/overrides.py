@@ -1,7 +1,9 @@
 """The run overlay: a run's ``KEY=VALUE`` overrides in ``overrides.yaml``, never in params.yaml.
 
 A flow run (the Prefect UI's custom run, ``skillmaster loop -S``) writes its overrides here before
-it starts, replacing those of the run before it; a run without overrides empties the file. Every
+it starts, replacing those of the run before it; a run without overrides empties the file.
+``skillmaster experiment`` writes each row's settings here (its overlays' values) while that row's
+steps run, and puts the previous overlay back afterwards. Every
 load of ``params.yaml`` merges the file on top (:func:`skillmaster.config.load_config`) and
 ``dvc.yaml`` lists each overridden key as a DVC param of the stages that read it
 (:mod:`skillmaster.orchestration.plan`), so ``dvc repro``, ``dvc status`` and the flow agree on the
@@ -20,7 +22,8 @@ from skillmaster.io import atomic_write_text
 
 HEADER = (
     "# Run overlay, written by the latest flow run (its `overrides`, e.g. from the Prefect UI's custom\n"
-    "# run or `skillmaster loop -S KEY=VALUE`) and merged on top of params.yaml by every stage.\n"
+    "# run or `skillmaster loop -S KEY=VALUE`) or `skillmaster experiment` row, and merged on top of\n"
+    "# params.yaml by every stage.\n"
     "# Do not edit: the next run replaces it. Put lasting settings into params.yaml or configs/.\n"
 )
 
@@ -36,4 +39,25 @@ def write_run_overrides(params: Path, overrides: list[str]) -> dict[str, Any]:
         return data
     body = yaml.safe_dump(data, sort_keys=True) if data else "{}\n"
     atomic_write_text(path, HEADER + body)
+    return data
+
+
+def sync_dvc_yaml(params: Path, root: Path) -> bool:
+    """Bring ``root``'s dvc.yaml in line with ``params`` and its run overlay (which keys each stage
+    reads from ``overrides.yaml``, how many iterations); returns whether it changed."""
+    from skillmaster.orchestration.plan import render_dvc_yaml
+
+    path = root / "dvc.yaml"
+    text = render_dvc_yaml(load_config(params), root)
+    if path.is_file() and path.read_text() == text:
+        return False
+    atomic_write_text(path, text)
+    return True
+
+
+def apply_run_overrides(params: Path, overrides: list[str], root: Path) -> dict[str, Any]:
+    """:func:`write_run_overrides`, then :func:`sync_dvc_yaml`: what a run does before its stages
+    (``dvc repro``/``dvc exp run`` then see the overlay's keys as the stages' params)."""
+    data = write_run_overrides(params, overrides)
+    sync_dvc_yaml(params, root)
     return data

@@ -48,6 +48,11 @@ are DVC params), file and path helpers, the MLflow client and the stage framewor
 that does change results is a change of the stages' code too."""
 
 
+LAUNCHED = ("sft", "train")
+"""The training stages that run under ``accelerate launch --config_file <train.accelerate_config>``
+when it is set (every other stage runs in its own process)."""
+
+
 @dataclass
 class StageSpec:
     """One DVC stage: ``skillmaster stage <stage> --iteration <iteration>``."""
@@ -190,7 +195,7 @@ def stage_spec(
         metrics=[str(f) for f in c.metrics(where)],
         plots=[f"{where.paths.plots_dir / p.name}.{ext}" for p in c.plots for ext in ("csv", "png")],
         iterated=c.iterated,
-        launcher=cfg.train.accelerate_config if name == "train" else None,
+        launcher=cfg.train.accelerate_config if name in LAUNCHED else None,
     )
 
 

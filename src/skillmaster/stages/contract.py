@@ -44,13 +44,14 @@ EXECUTION_SETTINGS = (
     "rollout.vllm",
     "model.num_threads",
     "train.checkpoint_every",
+    "train.keep_states_every",
     "train.accelerate_config",
     "orchestration",
     "tracking",
 )
 """Settings that decide how a stage runs, never what it computes: worker and thread counts, batch
 chunking and prefix caching (replies depend on the prompt and seed alone, tested), engine memory,
-checkpoint spacing, the task runner and shards (a shard plays the same episodes anywhere, tested),
+checkpoint spacing, which older training states are kept, the task runner and shards (a shard plays the same episodes anywhere, tested),
 MLflow. They are no DVC params, so changing them reruns nothing; a stage need not declare them."""
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, Literal
 
 import polars as pl
 
@@ -149,11 +150,23 @@ def with_edit(bank: Bank, edit: Edit | None) -> Bank:
     return res.bank
 
 
+Arm = Literal["edit", "placebo"]
+"""What a contrast scores: a review's ``edit``, or a ``placebo`` (an edit without content)."""
+
+STEM_LETTER: dict[Arm, str] = {"edit": "p", "placebo": "q"}
+"""The letter of a contrast's id stem (``{iteration:03d}-p{e:03d}``, ``-q{q:03d}``): part of the probe
+runs' ids and sampling keys, so it stays as it was; nothing reads the arm back from it."""
+
+CONDITION_PREFIX: dict[Arm, str] = {"edit": "probe", "placebo": "placebo"}
+"""A probe run's ``condition`` column: ``{prefix}_before`` or ``{prefix}_after``."""
+
+
 @dataclass(frozen=True)
 class Contrast:
     """One scored comparison: each of the K ``probes`` played with bank ``before`` (the control arm)
     and with bank ``after`` (the edit's, or a placebo's), as ``{stem}-{k:02d}-before`` / ``-after``."""
 
+    arm: Arm
     stem: str
     row: dict
     """The review row (traj_id, group_id, family, ...)."""
@@ -165,8 +178,63 @@ class Contrast:
 
     @property
     def placebo(self) -> bool:
-        """A placebo contrast (stems ``...-qNNN``), not an edit's."""
-        return self.stem.split("-")[-1].startswith("q")
+        return self.arm == "placebo"
+
+    @property
+    def review(self) -> str:
+        """The traj_id of the review the contrast was drawn on (its runs' ``probe_of``)."""
+        return self.row["traj_id"]
+
+    def condition(self, tag: str) -> str:
+        """The ``condition`` of its runs with bank ``tag`` (before or after)."""
+        return f"{CONDITION_PREFIX[self.arm]}_{tag}"
+
+
+@dataclass(frozen=True)
+class ContrastPlan:
+    """What the stage scores: the reviews with an edit (traj_id order), the contrasts of the chosen
+    ones by their index there, and the placebo contrasts."""
+
+    candidates: list[dict]
+    edits: dict[int, Contrast]
+    """In the order the edits were chosen (the order their probes are played)."""
+    placebos: list[Contrast]
+
+    @property
+    def contrasts(self) -> list[Contrast]:
+        return [*self.edits.values(), *self.placebos]
+
+
+@dataclass(frozen=True)
+class ProbeRuns:
+    """The probe episodes of every contrast and the score s of each run."""
+
+    steps: pl.DataFrame
+    trajectories: pl.DataFrame
+    scores: dict[str, float]
+    """The probe score of each run, by trajectory id (:func:`run_scores`)."""
+
+    @cached_property
+    def _by_run(self) -> dict[tuple[str, str, int], float]:
+        """(condition, probe_of, probe) -> s, from the runs' own columns."""
+        rows = self.trajectories.select("traj_id", "condition", "probe_of", "probe").iter_rows(named=True)
+        return {(r["condition"], r["probe_of"], r["probe"]): self.scores[r["traj_id"]] for r in rows}
+
+    def arm_scores(self, contrast: Contrast, tag: str) -> list[float]:
+        """The scores of ``contrast``'s K runs with bank ``tag`` (before or after), in probe order."""
+        condition = contrast.condition(tag)
+        return [self._by_run[(condition, contrast.review, k)] for k in range(len(contrast.probes))]
+
+
+@dataclass(frozen=True)
+class ContrastResult:
+    """A scored contrast: its paired probe scores, U and the sign test's p."""
+
+    contrast: Contrast
+    before: list[float]
+    after: list[float]
+    utility: float
+    p_value: float
 
 
 def sft_task_ids(ctx: StageContext) -> set[str]:
@@ -217,12 +285,13 @@ def edit_contrast(ctx: StageContext, stem: str, row: dict, bank: Bank, candidate
     edit = Edit.model_validate_json(row["edit"])
     control = placebo_edit(bank, edit) if ctx.cfg.counterfactual.control == "placebo" else None
     return Contrast(
-        stem,
-        row,
-        probe_ids(ctx, row, candidates),
-        with_edit(bank, control),
-        apply_edit(bank, edit)[0],
-        control,
+        arm="edit",
+        stem=stem,
+        row=row,
+        probes=probe_ids(ctx, row, candidates),
+        before=with_edit(bank, control),
+        after=apply_edit(bank, edit)[0],
+        control_edit=control,
     )
 
 
@@ -233,16 +302,51 @@ def placebo_contrast(ctx: StageContext, stem: str, row: dict, bank: Bank, candid
     cf = ctx.cfg.counterfactual
     ids = probe_ids(ctx, row, candidates)
     if cf.control != "placebo":
-        return Contrast(stem, row, ids, bank, placebo_bank(bank, cf.placebo_kind))
+        after = placebo_bank(bank, cf.placebo_kind)
+        return Contrast(arm="placebo", stem=stem, row=row, probes=ids, before=bank, after=after)
     template = Edit.model_validate_json(row["edit"]) if row["status"] in EDIT_STATUSES else NEUTRAL_EDIT
     first, second = placebo_edit(bank, template, 0), placebo_edit(bank, template, 1)
-    return Contrast(stem, row, ids, with_edit(bank, first), with_edit(bank, second), first)
+    return Contrast(
+        arm="placebo",
+        stem=stem,
+        row=row,
+        probes=ids,
+        before=with_edit(bank, first),
+        after=with_edit(bank, second),
+        control_edit=first,
+    )
 
 
-def edit_stem(iteration: int, e: int, placebo: bool = False) -> str:
-    """Id stem of the probes of candidate edit ``e`` (placebo ``e``): probe ``k``'s runs are
-    ``{stem}-{k:02d}-before`` and ``{stem}-{k:02d}-after``."""
-    return f"{iteration:03d}-{'q' if placebo else 'p'}{e:03d}"
+def contrast_stem(iteration: int, index: int, arm: Arm) -> str:
+    """Id stem of the probes of candidate edit ``index`` (or placebo ``index``): probe ``k``'s runs
+    are ``{stem}-{k:02d}-before`` and ``{stem}-{k:02d}-after``."""
+    return f"{iteration:03d}-{STEM_LETTER[arm]}{index:03d}"
+
+
+def plan_contrasts(ctx: StageContext, bank: Bank, reviews: pl.DataFrame) -> ContrastPlan:
+    """The contrasts of iteration N: a seeded random subset of the reviews with an edit (at most
+    ``counterfactual.max_edits``), and ``counterfactual.placebo_edits`` placebos on randomly drawn
+    reviews (:func:`edit_contrast`, :func:`placebo_contrast`)."""
+    from skillmaster.skills.probes import choose_edits
+
+    cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual
+    candidates = list(
+        reviews.filter(pl.col("status").is_in(EDIT_STATUSES)).sort("traj_id").iter_rows(named=True)
+    )
+    chosen = (
+        choose_edits([r["traj_id"] for r in candidates], cf.max_edits, derive_seed(cfg.seed, "edits", it))
+        if cf.enabled
+        else []
+    )
+    tasks = probe_candidates(ctx) if cf.enabled and (chosen or cf.placebo_edits) else []
+    edits = {e: edit_contrast(ctx, contrast_stem(it, e, "edit"), candidates[e], bank, tasks) for e in chosen}
+    placebos = []
+    if cf.enabled and cf.placebo_edits and reviews.height:
+        rng = random.Random(derive_seed(cfg.seed, "placebo", it))
+        pool = list(reviews.sort("traj_id").iter_rows(named=True))
+        for q, row in enumerate(rng.sample(pool, min(cf.placebo_edits, len(pool)))):
+            placebos.append(placebo_contrast(ctx, contrast_stem(it, q, "placebo"), row, bank, tasks))
+    return ContrastPlan(candidates, edits, placebos)
 
 
 def probe_episodes(
@@ -255,7 +359,6 @@ def probe_episodes(
     traj_id) and ``probe`` (k)."""
     episodes = []
     for c in plan:
-        kind = "placebo" if c.placebo else "probe"
         for k, task_id in enumerate(c.probes):
             key = f"{c.stem}-{k:02d}"
             for tag, b in (("before", c.before), ("after", c.after)):
@@ -266,8 +369,8 @@ def probe_episodes(
                         c.row["group_id"],
                         iteration,
                         bank=b,
-                        condition=f"{kind}_{tag}",
-                        probe_of=c.row["traj_id"],
+                        condition=c.condition(tag),
+                        probe_of=c.review,
                         probe=k,
                         seed_key=key if paired else None,
                     )
@@ -287,22 +390,23 @@ def probe_settings(ctx: StageContext) -> RolloutSettings:
     )
 
 
-def run_probes(ctx: StageContext, plan: list[Contrast]):
+def run_probes(ctx: StageContext, plan: list[Contrast]) -> ProbeRuns:
     """Play every probe of every contrast in ``plan`` with both banks in one batch
-    (:func:`probe_episodes`). Returns (steps, trajectories)."""
+    (:func:`probe_episodes`), and score each run (:func:`run_scores`)."""
     cfg, it = ctx.cfg, ctx.iteration
     by_id = {t.task_id: t for t in suite_of(ctx).tasks(cfg.env.train_split)}
     episodes = probe_episodes(plan, by_id, it, cfg.counterfactual.paired)
     if not episodes:
-        return STEPS.empty(), TRAJECTORIES.empty()
-    settings = probe_settings(ctx)
-    policy = load_policy(ctx, it - 1)
-    with make_pool(ctx, len(episodes), settings.max_steps) as pool:
-        steps, trajs = collect_episodes(
-            policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}"
-        )
-    check_env_errors(trajs, f"counterfactual probes (iteration {it})")
-    return steps, trajs
+        steps, trajs = STEPS.empty(), TRAJECTORIES.empty()
+    else:
+        settings = probe_settings(ctx)
+        policy = load_policy(ctx, it - 1)
+        with make_pool(ctx, len(episodes), settings.max_steps) as pool:
+            steps, trajs = collect_episodes(
+                policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}"
+            )
+        check_env_errors(trajs, f"counterfactual probes (iteration {it})")
+    return ProbeRuns(steps, trajs, run_scores(ctx, steps, trajs))
 
 
 def run_scores(ctx: StageContext, steps: pl.DataFrame, trajs: pl.DataFrame) -> dict[str, float]:
@@ -369,6 +473,16 @@ def contrast_stats(
     return u, sign_test_p(probe_deltas(before, after))
 
 
+def score_contrast(contrast: Contrast, runs: ProbeRuns, cf, size_before: int) -> ContrastResult:
+    """``contrast``'s paired scores, U and p (:func:`contrast_stats`); the size term as for an edit:
+    |B'| - |B|, B' being the "after" arm's bank."""
+    from skillmaster.skills.diff import bank_size
+
+    before, after = runs.arm_scores(contrast, "before"), runs.arm_scores(contrast, "after")
+    u, p = contrast_stats(before, after, cf, size_before, bank_size(contrast.after).total)
+    return ContrastResult(contrast, before, after, u, p)
+
+
 def would_commit(cf, utility: float, p_value: float) -> bool:
     """Whether ``cf.commit`` (the counterfactual settings' rule) fires on a scored contrast with this
     U and p, before any conflict with other edits: how a placebo's false commit is counted."""
@@ -405,125 +519,92 @@ CONTRACT = StageContract(
 )
 
 
-@register(CONTRACT)
-def counterfactual_stage(ctx: StageContext) -> dict:
-    from skillmaster.skills.commit import ScoredEdit, commit_edits, commit_stats
-    from skillmaster.skills.diff import bank_size, bank_stats
-    from skillmaster.skills.probes import choose_edits
-    from skillmaster.skills.store import save_bank
-
-    cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual
-    bank = load_bank_at(ctx, it - 1)
-    reviews = REVIEWS.read(ctx.paths.reviews(it))
-    check_reviews(ctx, reviews)
-    candidates = reviews.filter(pl.col("status").is_in(EDIT_STATUSES)).sort("traj_id")
-    chosen = (
-        choose_edits(candidates["traj_id"].to_list(), cf.max_edits, derive_seed(cfg.seed, "edits", it))
-        if cf.enabled
-        else []
-    )
-    rows_by_e = list(candidates.iter_rows(named=True))
-    tasks = probe_candidates(ctx) if cf.enabled and (chosen or cf.placebo_edits) else []
-    planned = {e: edit_contrast(ctx, edit_stem(it, e), rows_by_e[e], bank, tasks) for e in chosen}
-    placebo_plan = []
-    if cf.enabled and cf.placebo_edits and reviews.height:
-        rng = random.Random(derive_seed(cfg.seed, "placebo", it))
-        pool = list(reviews.sort("traj_id").iter_rows(named=True))
-        for q, row in enumerate(rng.sample(pool, min(cf.placebo_edits, len(pool)))):
-            placebo_plan.append(placebo_contrast(ctx, edit_stem(it, q, placebo=True), row, bank, tasks))
-    steps, probes = run_probes(ctx, [*planned.values(), *placebo_plan])
-    by_traj = run_scores(ctx, steps, probes)
-    scores = {  # (condition, review, k) -> s, joined on the runs' own columns
-        (r["condition"], r["probe_of"], r["probe"]): by_traj[r["traj_id"]]
-        for r in probes.select("traj_id", "condition", "probe_of", "probe").iter_rows(named=True)
+def edit_row(iteration: int, row: dict, result: ContrastResult | None, control: str) -> dict:
+    """The EDITS row of review ``row`` (``result``: its scored contrast; None: not scored), before
+    the commit decision fills committed, commit_reason and committed_id."""
+    return {
+        "iteration": iteration,
+        "task_id": row["task_id"],
+        "group_id": row["group_id"],
+        "traj_id": row["traj_id"],
+        "family": row["family"],
+        "status": row["status"],
+        "skill_id": row["skill_id"],
+        "edit": row["edit"],
+        "scored": result is not None,
+        "probe_task_ids": result.contrast.probes if result else [],
+        "scores_before": result.before if result else [],
+        "scores_after": result.after if result else [],
+        "utility": result.utility if result else 0.0,
+        "committed": False,
+        "commit_reason": "",
+        "committed_id": "",
+        "control": control,
+        "control_edit": (
+            result.contrast.control_edit.model_dump_json()
+            if result and result.contrast.control_edit is not None
+            else ""
+        ),
+        "p_value": result.p_value if result else 1.0,
     }
-    size_before = bank_size(bank).total
 
-    def paired_scores(kind: str, review: str, n: int) -> tuple[list[float], list[float]]:
-        return (
-            [scores[(f"{kind}_before", review, k)] for k in range(n)],
-            [scores[(f"{kind}_after", review, k)] for k in range(n)],
-        )
 
-    rows, scored_edits = [], []
-    for e, row in enumerate(rows_by_e):
-        before, after, ids, u, p, control_edit = [], [], [], 0.0, 1.0, ""
-        if e in planned:
-            c = planned[e]
-            ids = c.probes
-            before, after = paired_scores("probe", row["traj_id"], len(ids))
-            u, p = contrast_stats(before, after, cf, size_before, bank_size(c.after).total)
-            control_edit = c.control_edit.model_dump_json() if c.control_edit is not None else ""
-        edit = Edit.model_validate_json(row["edit"])
-        scored_edits.append(ScoredEdit(row["traj_id"], edit, u, scored=e in planned, p_value=p))
-        rows.append(
-            {
-                "iteration": it,
-                "task_id": row["task_id"],
-                "group_id": row["group_id"],
-                "traj_id": row["traj_id"],
-                "family": row["family"],
-                "status": row["status"],
-                "skill_id": row["skill_id"],
-                "edit": row["edit"],
-                "scored": e in planned,
-                "probe_task_ids": ids,
-                "scores_before": before,
-                "scores_after": after,
-                "utility": u,
-                "committed": False,
-                "commit_reason": "",
-                "committed_id": "",
-                "control": cf.control,
-                "control_edit": control_edit,
-                "p_value": p,
-            }
-        )
-    new_bank, decisions = commit_edits(bank, scored_edits, cf.commit, cf.commit_threshold, cf.alpha)
-    for r, d in zip(rows, decisions, strict=True):
-        r.update(committed=d.committed, commit_reason=d.reason, committed_id=d.skill_id)
+def placebo_row(iteration: int, result: ContrastResult, cf) -> dict:
+    """The PLACEBOS row of a scored placebo contrast, with whether ``cf.commit`` would commit it."""
+    c = result.contrast
+    return {
+        "iteration": iteration,
+        "traj_id": c.review,
+        "family": c.row["family"],
+        "probe_task_ids": c.probes,
+        "scores_before": result.before,
+        "scores_after": result.after,
+        "kind": "placebo_vs_placebo" if cf.control == "placebo" else cf.placebo_kind,
+        "utility": result.utility,
+        "would_commit": would_commit(cf, result.utility, result.p_value),
+        "p_value": result.p_value,
+    }
 
-    placebos = []
-    for c in placebo_plan:
-        before, after = paired_scores("placebo", c.row["traj_id"], len(c.probes))
-        # the size term as for an edit: |B'| - |B|, B' being the "after" arm's bank
-        u, p = contrast_stats(before, after, cf, size_before, bank_size(c.after).total)
-        placebos.append(
-            {
-                "iteration": it,
-                "traj_id": c.row["traj_id"],
-                "family": c.row["family"],
-                "probe_task_ids": c.probes,
-                "scores_before": before,
-                "scores_after": after,
-                "kind": "placebo_vs_placebo" if cf.control == "placebo" else cf.placebo_kind,
-                "utility": u,
-                "would_commit": would_commit(cf, u, p),
-                "p_value": p,
-            }
-        )
 
-    edits = EDITS.from_rows(rows)
-    folder = ctx.paths.counterfactual_dir(it)
-    with atomic_dir(folder) as tmp:  # every table or none
-        EDITS.write(edits, tmp / ctx.paths.edits(it).relative_to(folder))
-        PLACEBOS.write(PLACEBOS.from_rows(placebos), tmp / ctx.paths.placebos(it).relative_to(folder))
-        # the edits' and the placebos' probes
-        TRAJECTORIES.write(probes, tmp / ctx.paths.probe_steps(it).relative_to(folder))
-        STEPS.write(steps, tmp / ctx.paths.probe_actions(it).relative_to(folder))
-    save_bank(new_bank, ctx.paths.bank(it))  # atomic; the bank it replaces is kept (.prev.json)
-    real = probes.filter(pl.col("condition").str.starts_with("probe_"))
+def write_tables(ctx: StageContext, edits: list[dict], placebos: list[dict], runs: ProbeRuns) -> None:
+    """The edits and placebos tables and the probe runs (the edits' and the placebos'), all or none."""
+    it, paths = ctx.iteration, ctx.paths
+    folder = paths.counterfactual_dir(it)
+    with atomic_dir(folder) as tmp:
+        EDITS.write(EDITS.from_rows(edits), tmp / paths.edits(it).relative_to(folder))
+        PLACEBOS.write(PLACEBOS.from_rows(placebos), tmp / paths.placebos(it).relative_to(folder))
+        TRAJECTORIES.write(runs.trajectories, tmp / paths.probe_trajectories(it).relative_to(folder))
+        STEPS.write(runs.steps, tmp / paths.probe_steps(it).relative_to(folder))
+
+
+def stage_metrics(
+    ctx: StageContext,
+    plan: ContrastPlan,
+    runs: ProbeRuns,
+    edits: list[dict],
+    scored_edits: list,
+    decisions: list,
+    placebos: list[dict],
+    new_bank: Bank,
+) -> dict[str, Any]:
+    """The stage's metrics: commit and utility statistics of the scored edits, the probes', the
+    placebos' false-commit rate, and the new bank's size."""
+    from skillmaster.skills.commit import commit_stats
+    from skillmaster.skills.diff import bank_stats
+
+    cf = ctx.cfg.counterfactual
+    real = runs.trajectories.filter(pl.col("condition").str.starts_with(f"{CONDITION_PREFIX['edit']}_"))
     scored_u = [e.utility for e in scored_edits if e.scored]
     scored_p = [e.p_value for e in scored_edits if e.scored]
     placebo_u = [p["utility"] for p in placebos]
     false_commits = sum(p["would_commit"] for p in placebos)
     false_commit_rate = false_commits / len(placebos) if placebos else 0.0
-    metrics: dict[str, Any] = {
+    return {
         **commit_stats(scored_edits, decisions),
         **utility_stats(scored_u),
         **{
             f"edits_committed_{status}": sum(
-                d.committed and r["status"] == status for r, d in zip(rows, decisions, strict=True)
+                d.committed and r["status"] == status for r, d in zip(edits, decisions, strict=True)
             )
             for status in EDIT_STATUSES
         },
@@ -534,10 +615,12 @@ def counterfactual_stage(ctx: StageContext) -> dict:
         "p_value_min": min(scored_p, default=1.0),
         "p_values": scored_p,  # of the scored edits, in traj_id order
         "probe_episodes": real.height,
-        "probe_episodes_per_scored_edit": real.height / len(chosen) if chosen else 0.0,
+        "probe_episodes_per_scored_edit": real.height / len(plan.edits) if plan.edits else 0.0,
         "probe_temperature": probe_settings(ctx).temperature,
         "probe_success_rate": float(real["won"].mean()) if real.height else 0.0,
-        "probe_mean_score": sum(by_traj[t] for t in real["traj_id"]) / real.height if real.height else 0.0,
+        "probe_mean_score": (
+            sum(runs.scores[t] for t in real["traj_id"]) / real.height if real.height else 0.0
+        ),
         "placebo_scored": len(placebos),
         "placebo_commits": false_commits,
         "placebo_commit_rate": false_commit_rate,
@@ -549,5 +632,36 @@ def counterfactual_stage(ctx: StageContext) -> dict:
         **utility_stats(placebo_u, "placebo_utility_"),
         **bank_stats(new_bank),
     }
+
+
+@register(CONTRACT)
+def counterfactual_stage(ctx: StageContext) -> dict:
+    from skillmaster.skills.commit import ScoredEdit, commit_edits
+    from skillmaster.skills.diff import bank_size
+    from skillmaster.skills.store import save_bank
+
+    it, cf = ctx.iteration, ctx.cfg.counterfactual
+    bank = load_bank_at(ctx, it - 1)
+    reviews = REVIEWS.read(ctx.paths.reviews(it))
+    check_reviews(ctx, reviews)
+    plan = plan_contrasts(ctx, bank, reviews)
+    runs = run_probes(ctx, plan.contrasts)
+    size_before = bank_size(bank).total
+
+    edits, scored_edits = [], []
+    for e, row in enumerate(plan.candidates):
+        result = score_contrast(plan.edits[e], runs, cf, size_before) if e in plan.edits else None
+        edit = Edit.model_validate_json(row["edit"])
+        u, p = (result.utility, result.p_value) if result else (0.0, 1.0)
+        scored_edits.append(ScoredEdit(row["traj_id"], edit, u, scored=result is not None, p_value=p))
+        edits.append(edit_row(it, row, result, cf.control))
+    new_bank, decisions = commit_edits(bank, scored_edits, cf.commit, cf.commit_threshold, cf.alpha)
+    for r, d in zip(edits, decisions, strict=True):
+        r.update(committed=d.committed, commit_reason=d.reason, committed_id=d.skill_id)
+    placebos = [placebo_row(it, score_contrast(c, runs, cf, size_before), cf) for c in plan.placebos]
+
+    write_tables(ctx, edits, placebos, runs)
+    save_bank(new_bank, ctx.paths.bank(it))  # atomic; the bank it replaces is kept (.prev.json)
+    metrics = stage_metrics(ctx, plan, runs, edits, scored_edits, decisions, placebos, new_bank)
     write_metrics(ctx, "counterfactual", metrics)
     return metrics

@@ -27,6 +27,7 @@ CONTRACT = StageContract(
         "train.gradient_checkpointing",
         "train.mixed_precision",
         "train.checkpoint_every",
+        "train.serving_dtype",
     ),
     reads=lambda w: [w.paths.base_model, w.paths.sft_data],
     writes=lambda w: [w.paths.sft_model],
@@ -37,8 +38,11 @@ CONTRACT = StageContract(
 @register(CONTRACT)
 def sft_stage(ctx: StageContext) -> dict:
     """LoRA (or full) SFT on the replayed samples with the RL trainer's loop; ``models/sft`` is the
-    merged model, so the RL iterations' adapters and KL reference sit on the SFT policy."""
+    merged model, so the RL iterations' adapters and KL reference sit on the SFT policy. Under
+    ``train.accelerate_config`` every rank trains; the main process merges and writes the rest."""
     import shutil
+
+    from accelerate import PartialState
 
     from skillmaster.io import read_json, write_json
     from skillmaster.modeling import MANIFEST, export_merged, load_tokenizer
@@ -62,16 +66,22 @@ def sft_stage(ctx: StageContext) -> dict:
         tracker=ctx.tracker,
         metric_prefix="sft",
     )
-    if lora:
-        export_merged(paths.base_model, scratch, paths.sft_model)
-    base_manifest = paths.base_model / MANIFEST
-    if base_manifest.is_file():  # keep the measured CPU dtype for the merged model
-        write_json(paths.sft_model / MANIFEST, read_json(base_manifest) | {"sft_from": str(paths.sft_data)})
-    shutil.rmtree(paths.stage_state("sft"), ignore_errors=True)
+    state = PartialState()
+    if state.is_main_process:
+        if lora:
+            export_merged(paths.base_model, scratch, paths.sft_model)
+        base_manifest = paths.base_model / MANIFEST
+        if base_manifest.is_file():  # keep the measured CPU dtype for the merged model
+            write_json(
+                paths.sft_model / MANIFEST, read_json(base_manifest) | {"sft_from": str(paths.sft_data)}
+            )
+        shutil.rmtree(paths.stage_state("sft"), ignore_errors=True)
+    state.wait_for_everyone()
     out = {k.removeprefix("sft/"): v for k, v in metrics.items()} | {
         "samples": len(samples),
         "action_samples": int((frame["kind"] == "action").sum()),
         "review_samples": int((frame["kind"] == "review").sum()),
     }
-    write_json(paths.metrics(0, "sft"), out)
+    if state.is_main_process:
+        write_json(paths.metrics(0, "sft"), out)
     return out

@@ -1,9 +1,12 @@
 """Stage ``train``: the DualAdv-GRPO update of iteration N (METHOD.md §7).
 
 Reads the iteration's step, trajectory, review and edit tables and continues the policy of
-iteration N-1 (a LoRA adapter over the policy base, or full weights). The checkpoint lands in
-``models/policy/iter_NNN`` atomically with a ``COMPLETE`` marker; a killed run resumes from the
-newest complete step checkpoint under ``.skillmaster/resume/``. ``train.enabled: false`` records
+iteration N-1 (a LoRA adapter over the policy base, or full weights). The serving weights land in
+``models/policy/iter_NNN`` atomically with a ``COMPLETE`` marker (what DVC versions); the full
+training state (fp32 weights, optimizer, schedule, RNG) goes to ``.skillmaster/train-state/iter_NNN``
+outside DVC, where iteration N+1 continues from it (the newest ``train.keep_states`` kept, and every
+``train.keep_states_every``-th); a killed run resumes from the newest complete step state under
+``.skillmaster/resume/``. ``train.enabled: false`` records
 that the policy is unchanged (a pointer), so evaluation-only runs keep the same DAG. With
 ``train.progress_reward`` > 0 (not in the paper) action rewards gain a dense progress bonus: the
 walkthrough milestones still ahead of each step (:mod:`skillmaster.rollout.progress`; WebShop: the
@@ -54,6 +57,7 @@ def train_stage(ctx: StageContext) -> dict:
     from accelerate import PartialState
 
     from skillmaster.train.grpo import train_iteration
+    from skillmaster.train.resume import iteration_state, prune_states
 
     cfg, it, paths = ctx.cfg, ctx.iteration, ctx.paths
     previous = policy_dir_at(ctx, it - 1)
@@ -64,6 +68,7 @@ def train_stage(ctx: StageContext) -> dict:
         return metrics
     steps, trajs = STEPS.read(paths.steps(it)), TRAJECTORIES.read(paths.trajectories(it))
     check_collection(trajs, steps, paths.collect_dir(it))  # before the model loads
+    states, keep = paths.state / "train-state", cfg.train.keep_states
     metrics = train_iteration(
         cfg,
         steps,
@@ -77,7 +82,10 @@ def train_stage(ctx: StageContext) -> dict:
         tracker=ctx.tracker,
         iteration=it,
         progress=step_progress(ctx, steps, trajs),
+        carry_from=iteration_state(states, it - 1) if keep else None,
+        save_state_to=iteration_state(states, it) if keep else None,
     )
     if PartialState().is_main_process:  # train_iteration already logged these to MLflow
+        prune_states(states, keep, cfg.train.keep_states_every)
         write_json(paths.metrics(it, "train"), {k.removeprefix("train/"): v for k, v in metrics.items()})
     return metrics

@@ -1,19 +1,21 @@
-"""Training checkpoints: written atomically, complete only once the marker exists (docs/ARCHITECTURE.md, "Models").
+"""Checkpoint folders: written atomically, complete only once the marker exists (docs/ARCHITECTURE.md, "Models").
 
-One layout serves both the final checkpoint of a stage (``models/policy/iter_NNN``,
-``models/sft``) and the resumable ones inside a running stage
-(``.skillmaster/resume/train_iter_NNN/step_000002``)::
+The serving weights a stage hands to DVC (``models/policy/iter_NNN``, ``models/sft``)::
 
     adapter_config.json + adapter_model.safetensors   (LoRA, peft ``save_pretrained``)
-    or config.json + model.safetensors                (full fine-tuning)
-    optimizer.pt                                      (optimizer state; absent when sharded)
-    scheduler.pt                                      (learning-rate schedule position)
+    or config.json + model*.safetensors               (full fine-tuning: train.serving_dtype,
+                                                       sharded past 5 GB with an index)
     trainer_state.json                                (step, global step, per-step metrics, ...)
     COMPLETE                                          (written last)
 
+The training states (:mod:`skillmaster.train.resume`: Accelerate's ``save_state`` plus
+``trainer_state.json`` and ``COMPLETE``) live under ``.skillmaster/``, outside DVC: the resumable
+step states of a running stage (``.skillmaster/resume/train_iter_NNN/step_000002``) and the
+end-of-iteration states the next iteration continues from (``.skillmaster/train-state/iter_NNN``).
+
 The folder is built in a temporary sibling and renamed into place (:func:`skillmaster.io.atomic_dir`),
 so a killed run leaves either the previous checkpoint or the new one, never half of one.
-:func:`skillmaster.modeling.load_model` loads the policy of any such folder (``adapter=path``).
+:func:`skillmaster.modeling.load_model` loads the policy of any serving folder (``adapter=path``).
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ from skillmaster.paths import COMPLETE_MARKER
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-OPTIMIZER_FILE = "optimizer.pt"
-SCHEDULER_FILE = "scheduler.pt"
+MAX_SHARD_SIZE = "5GB"
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
 
@@ -65,26 +66,30 @@ def save_checkpoint(
     path: Path,
     model,
     state: dict[str, Any],
-    optimizer=None,
-    scheduler=None,
     state_dict: dict[str, torch.Tensor] | None = None,
     tokenizer=None,
+    dtype: str | None = None,
 ) -> Path:
     """Write a complete checkpoint folder atomically (marker last). Call on the main process only.
 
     ``model`` is the unwrapped policy (a peft model saves its adapter only); ``state_dict``, when
-    given, is the gathered full state dict (sharded runs). ``optimizer`` None skips the optimizer
-    state. ``tokenizer``, when given, is saved too (full weights then form a usable model folder).
+    given, is the gathered full state dict (cast to the serving dtype, tied copies left out).
+    ``tokenizer``, when given, is saved too (full weights then form a usable model folder). The
+    optimizer and schedule are no part of it: they are in the training state
+    (:func:`skillmaster.train.resume.save_state`). ``dtype``: the dtype ``state_dict`` was cast
+    to, recorded in config.json (transformers records the live model's, the fp32 of training).
     """
     with atomic_dir(path) as tmp:
-        kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+        kwargs: dict[str, Any] = {"state_dict": state_dict} if state_dict is not None else {}
+        if not hasattr(model, "peft_config"):  # full weights: shards of at most MAX_SHARD_SIZE
+            kwargs["max_shard_size"] = MAX_SHARD_SIZE
         model.save_pretrained(tmp, **kwargs)
+        if dtype is not None and (tmp / "config.json").is_file():
+            config = read_json(tmp / "config.json", "model config")
+            config.update({k: dtype for k in ("dtype", "torch_dtype") if k in config} or {"dtype": dtype})
+            write_json(tmp / "config.json", config)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if optimizer is not None:
-            save_torch(tmp / OPTIMIZER_FILE, optimizer.state_dict())
-        if scheduler is not None:
-            save_torch(tmp / SCHEDULER_FILE, scheduler.state_dict())
         write_json(tmp / STATE_FILE, state)
         (tmp / COMPLETE_MARKER).write_text("ok\n")
     return path
@@ -125,16 +130,6 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     """``trainer_state.json`` of a checkpoint folder ({} when the folder has none, e.g. models/base)."""
     file = Path(path) / STATE_FILE
     return read_json(file, "trainer state") if file.is_file() else {}
-
-
-def load_optimizer_state(path: Path) -> dict[str, Any] | None:
-    file = Path(path) / OPTIMIZER_FILE
-    return load_torch(file, "optimizer state") if file.is_file() else None
-
-
-def load_scheduler_state(path: Path) -> dict[str, Any] | None:
-    file = Path(path) / SCHEDULER_FILE
-    return load_torch(file, "scheduler state") if file.is_file() else None
 
 
 def prune_checkpoints(state_dir: Path, keep: Path) -> None:

@@ -32,6 +32,8 @@ def train_iteration(
     iteration: int = 1,
     on_step: Callable[[int, TrainerRun], None] | None = None,
     progress=None,
+    carry_from: Path | None = None,
+    save_state_to: Path | None = None,
 ) -> dict[str, float]:
     """One DualAdv-GRPO update (METHOD.md §7) from the iteration's tables; writes ``out_dir``.
 
@@ -40,8 +42,10 @@ def train_iteration(
     to ``tracker`` as ``train_step/*`` against a global step; the returned summary (sample,
     advantage and training metrics: ``train/adv/action_mean``, ``train/loss``, ``train/kl``, ...)
     is logged too, at ``step=iteration``. ``progress``: the per-step milestone progress for the
-    dense progress reward (``train.progress_reward``; see :func:`build_rl_samples`). Run it on every
-    rank under ``accelerate launch``.
+    dense progress reward (``train.progress_reward``; see :func:`build_rl_samples`). ``carry_from``
+    / ``save_state_to``: the previous iteration's training state and where this one's goes
+    (:func:`~skillmaster.train.trainer.train_on_samples`). Run it on every rank under
+    ``accelerate launch``.
     """
     from accelerate import PartialState
 
@@ -63,6 +67,8 @@ def train_iteration(
         tracker=tracker,
         metric_prefix="train",
         on_step=on_step,
+        carry_from=carry_from,
+        save_state_to=save_state_to,
     )
     summary = {f"train/{k}": v for k, v in sample_metrics.items()} | metrics
     if tracker is not None and PartialState().is_main_process:

@@ -82,9 +82,12 @@ def load_trainable_policy(
     return model, tokenizer
 
 
-def load_frozen_reference(base_model_dir: Path, model_cfg: ModelConfig):
-    """A frozen copy of the base weights: the reference policy of full fine-tuning (METHOD.md §7)."""
+def load_frozen_reference(base_model_dir: Path, model_cfg: ModelConfig, dtype: torch.dtype | None = None):
+    """A frozen copy of the base weights: the reference policy of full fine-tuning (METHOD.md §7),
+    cast to ``dtype`` when given (the dtype DeepSpeed trains the policy in)."""
     model, _, _ = load_model(base_model_dir, training_model_config(model_cfg), trainable=False)
+    if dtype is not None:
+        model = model.to(dtype)
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
@@ -122,10 +125,12 @@ def response_logprobs(
 
 
 @torch.no_grad()
-def reference_logprobs(policy, reference, mb: MicroBatch) -> torch.Tensor:
+def reference_logprobs(policy, reference, mb: MicroBatch, adapter_owner=None) -> torch.Tensor:
     """Response log-probs (B, R) under the reference: ``reference`` if given, else ``policy`` with
-    its LoRA adapter disabled (``policy`` must then be the unwrapped peft model)."""
+    the LoRA adapter of ``adapter_owner`` (the unwrapped peft model; default ``policy``) disabled.
+    ``policy`` may be the prepared (DDP/FSDP/DeepSpeed) module: the forward goes through it."""
     if reference is not None:
         return response_logprobs(reference, mb)[0]
-    with policy.disable_adapter():
+    owner = policy if adapter_owner is None else adapter_owner
+    with owner.disable_adapter():
         return response_logprobs(policy, mb)[0]

@@ -29,7 +29,7 @@ from skillmaster.train.policy import (
     reference_logprobs,
     response_logprobs,
 )
-from skillmaster.train.samples import MicroBatch, Sample, collate, plan_micro_batches, shard
+from skillmaster.train.samples import MicroBatch, Sample, collate, plan_micro_batches, shard_even
 from skillmaster.train.settings import TrainSettings
 
 
@@ -57,6 +57,11 @@ class TrainerRun:
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
+    def reference_logprobs(self, mb: MicroBatch) -> torch.Tensor:
+        """Reference response log-probs, in the training precision, through prepared modules only."""
+        with self.accelerator.autocast():
+            return reference_logprobs(self.model, self.reference, mb, self.unwrapped)
+
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -80,9 +85,7 @@ class TrainerRun:
             inputs["old_logp"] = self._stored("old", mb)
             if s.uses_reference:
                 ref = self._stored("ref", mb)
-                inputs["ref_logp"] = (
-                    ref if ref is not None else reference_logprobs(self.unwrapped, self.reference, mb)
-                )
+                inputs["ref_logp"] = ref if ref is not None else self.reference_logprobs(mb)
         entropy = "grad" if s.policy_gradient and s.loss_settings.entropy_coef > 0 else "detached"
         inputs["logp"], inputs["entropy"] = response_logprobs(self.model, mb, entropy)
         return get_loss_fn(s.loss)(LossInputs(**inputs), s.loss_settings, norm)
@@ -96,17 +99,16 @@ class TrainerRun:
             tokens=float(sum(len(self.samples[i].response_ids) for i in everything)),
             seqs=float(len(everything)),
         )
-        mine, weight = shard(step_plan, lengths, acc.process_index, acc.num_processes), 1.0
-        if not mine:  # more ranks than samples: join the gradient sync with a zero-weight batch
-            mine, weight = [[everything[0]]], 0.0
+        mine = shard_even(step_plan, lengths, acc.process_index, acc.num_processes)
         sums: dict[str, torch.Tensor] = {}
         tokens = 0
-        for k, indices in enumerate(mine):
+        for k, (indices, weight) in enumerate(mine):
             mb = collate(self.samples, indices, self.pad_id).to(acc.device)
             last = k == len(mine) - 1
             acc.gradient_state._set_sync_gradients(last)  # DeepSpeed steps at the boundary only
             with contextlib.nullcontext() if last else acc.no_sync(self.model):
                 loss, metrics = self.micro_step(mb, norm)
+                # zero weight: a filler micro-batch that keeps the ranks' collectives in step
                 acc.backward(loss * (acc.num_processes * weight))
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value.float() * weight
@@ -140,14 +142,12 @@ class TrainerRun:
         acc, lengths = self.accelerator, self.lengths
         plan = plan_micro_batches(lengths, self.settings.micro_batch_tokens)
         rows = []
-        for indices in shard(plan, lengths, acc.process_index, acc.num_processes):
+        for indices, weight in shard_even(plan, lengths, acc.process_index, acc.num_processes):
             mb = collate(self.samples, indices, self.pad_id).to(acc.device)
-            old = response_logprobs(self.unwrapped, mb)[0].cpu()
-            ref = (
-                reference_logprobs(self.unwrapped, self.reference, mb).cpu()
-                if self.settings.uses_reference
-                else None
-            )
+            old = response_logprobs(self.model, mb)[0].float().cpu()
+            ref = self.reference_logprobs(mb).float().cpu() if self.settings.uses_reference else None
+            if weight == 0:  # a filler forward (every rank runs as many as the busiest)
+                continue
             for row, i in enumerate(indices):
                 r = len(self.samples[i].response_ids)
                 rows.append((i, old[row, :r].clone(), None if ref is None else ref[row, :r].clone()))
@@ -161,34 +161,113 @@ class TrainerRun:
 # --------------------------------------------------------------------------- building a run
 def make_accelerator(settings: TrainSettings, model_cfg: ModelConfig, model_dir: Path | None = None):
     """The process's Accelerator: CPU when ``model.device`` resolves to it (gloo under ``accelerate launch``);
-    ``mixed_precision: auto`` resolves against the device and ``model_dir``'s measured CPU dtype."""
+    ``mixed_precision: auto`` resolves against the device and ``model_dir``'s measured CPU dtype.
+    The schedule steps once per optimizer step; FSDP runs on the CPU too; DeepSpeed gets the
+    settings it cannot infer without a dataloader (:func:`deepspeed_overrides`)."""
     from accelerate import Accelerator
 
     from skillmaster.modeling import resolve_device, resolve_mixed_precision
 
     precision = resolve_mixed_precision(settings.mixed_precision, model_cfg, model_dir)
-    return Accelerator(mixed_precision=precision, cpu=resolve_device(model_cfg) == "cpu")
+    cpu = resolve_device(model_cfg) == "cpu"
+    acc = Accelerator(mixed_precision=precision, cpu=cpu, step_scheduler_with_optimizer=False)
+    if cpu:
+        _fsdp_on_cpu(acc)
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        plugin.deepspeed_config.update(deepspeed_overrides(plugin.deepspeed_config))
+    return acc
 
 
-def is_sharded(acc) -> bool:
-    """Whether parameters and optimizer state are sharded over the ranks (FSDP, DeepSpeed): a
-    checkpoint then needs the gathered state dict, and the optimizer state is not saved."""
-    from accelerate.utils import DistributedType
+def _fsdp_on_cpu(acc) -> None:
+    """Under an FSDP launcher (``ACCELERATE_USE_FSDP``) on the CPU, Accelerate sets up plain
+    multi-CPU data parallelism; switch the state to FSDP with the launcher's plugin (FSDP2 runs on
+    CPU tensors over gloo)."""
+    import os
 
-    return acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if acc.distributed_type != DistributedType.MULTI_CPU:
+        return
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
+    if acc.mixed_precision != "no":
+        plugin.set_mixed_precision(acc.mixed_precision)
+    acc.state.fsdp_plugin = plugin
+    acc.state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def deepspeed_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """What the trainer sets in a DeepSpeed config before ``prepare``.
+
+    No dataloader goes through ``prepare`` (the trainer plans its own micro-batches), so Accelerate
+    cannot fill ``train_micro_batch_size_per_gpu: auto`` and refuses; 1 stands in (DeepSpeed only
+    reports throughput with it: micro-batches hold a token budget, not a sample count). DeepSpeed's
+    own accumulation must stay at 1: the trainer marks the last micro-batch as the boundary and
+    normalises the loss itself, and DeepSpeed would divide the loss again by its steps.
+    """
+    from skillmaster.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        out["train_micro_batch_size_per_gpu"] = 1
+    steps = config.get("gradient_accumulation_steps", "auto")
+    if steps == "auto":
+        out["gradient_accumulation_steps"] = 1
+    elif int(steps) != 1:
+        raise ConfigError(
+            f"the DeepSpeed config sets gradient_accumulation_steps: {steps}; set it to 1 "
+            "(the trainer accumulates over train.micro_batch_tokens micro-batches itself)"
+        )
+    return out
 
 
 def make_scheduler(settings: TrainSettings, optimizer, total_steps: int):
-    """The learning-rate schedule (transformers ``get_scheduler``; warm-up = ``warmup_ratio`` of the steps)."""
+    """The learning-rate schedule (transformers ``get_scheduler``; warm-up = ``warmup_ratio`` of the
+    steps) on a torch optimizer: make it before ``accelerator.prepare`` and prepare it with the
+    optimizer (DeepSpeed's optimizer is no torch optimizer)."""
     from transformers import get_scheduler
 
-    inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside Accelerate's wrapper
     return get_scheduler(
         settings.lr_schedule,
-        inner,
+        optimizer,
         num_warmup_steps=math.ceil(settings.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
+
+
+def reference_dtype(acc) -> torch.dtype | None:
+    """The dtype of the frozen reference copy: DeepSpeed's bf16/fp16 when it trains in it (DeepSpeed
+    casts the policy itself; the reference must compute as the policy does), else None (fp32 under
+    Accelerate's autocast, or FSDP's mixed-precision policy)."""
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    return None if plugin is None else deepspeed_dtype(plugin.deepspeed_config)
+
+
+def deepspeed_dtype(config: dict[str, Any]) -> torch.dtype | None:
+    """The dtype DeepSpeed trains in by its config (after Accelerate set the mixed precision):
+    bf16, fp16, or None (fp32)."""
+    for key, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if str((config.get(key) or {}).get("enabled", False)).lower() == "true":
+            return dtype
+    return None
+
+
+def prepare_reference(acc, base_model_dir: Path, model_cfg: ModelConfig):
+    """The frozen reference of full fine-tuning, ready to run on this rank: under FSDP prepared like
+    the policy (sharded, rank 0's weights on every rank, the same mixed precision) but left out
+    of ``save_state`` (it never changes); otherwise a whole copy on the device."""
+    from accelerate.utils import DistributedType
+
+    reference = load_frozen_reference(base_model_dir, model_cfg, reference_dtype(acc))
+    if acc.distributed_type != DistributedType.FSDP:
+        return reference.to(acc.device)
+    prepared = acc.prepare(reference)
+    acc._models = [m for m in acc._models if m is not prepared]  # save_state/load_state: the policy only
+    return prepared
 
 
 def build_run(
@@ -205,20 +284,22 @@ def build_run(
     model, tokenizer = load_trainable_policy(
         base_model_dir, model_cfg, start_from, settings.lora, settings.gradient_checkpointing
     )
-    reference = None
-    if settings.uses_reference and not is_peft(model):
-        reference = load_frozen_reference(base_model_dir, model_cfg).to(accelerator.device)
+    peft = is_peft(model)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = make_scheduler(settings, optimizer, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    reference = None
+    if settings.uses_reference and not peft:
+        reference = prepare_reference(accelerator, base_model_dir, model_cfg)
     return TrainerRun(
         settings,
         samples,
         accelerator,
         model,
         optimizer,
-        make_scheduler(settings, optimizer, total_steps),
+        scheduler,
         reference,
         pad_id=tokenizer.pad_token_id or 0,
     )

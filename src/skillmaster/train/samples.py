@@ -298,6 +298,26 @@ def shard(
     return owned[rank]
 
 
+def shard_even(
+    micro_batches: Sequence[Sequence[int]], lengths: Sequence[int], rank: int, world: int
+) -> list[tuple[list[int], float]]:
+    """``rank``'s micro-batches as (indices, weight), padded so that every rank runs the same number.
+
+    Under FSDP and DeepSpeed ZeRO-3 every forward gathers the sharded weights from all ranks, so a
+    rank that ran one forward more than another would wait forever. Each rank therefore gets as many
+    micro-batches as the busiest rank (:func:`shard` decides the real ones): the missing ones repeat
+    the shortest sample with weight 0 (their loss and metrics count nothing). Deterministic: every
+    rank computes every rank's share.
+    """
+    shares = [shard(micro_batches, lengths, r, world) for r in range(world)]
+    count = max(1, *(len(s) for s in shares)) if shares else 1
+    everything = [i for mb in micro_batches for i in mb]
+    filler = [min(everything, key=lambda i: (lengths[i], i))] if everything else []
+    mine: list[tuple[list[int], float]] = [(mb, 1.0) for mb in shares[rank]]
+    mine += [(list(filler), 0.0)] * (count - len(mine))
+    return mine
+
+
 # --------------------------------------------------------------------------- tensors
 @dataclass
 class MicroBatch:

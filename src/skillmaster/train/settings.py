@@ -25,6 +25,8 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
     checkpoint_every: int = 1
+    serving_dtype: str = "auto"
+    """dtype of the full weights a finished run writes (``auto``: bfloat16 on a GPU, else float32)."""
     lr_schedule: str = "constant"
     """transformers scheduler name: ``constant``, ``constant_with_warmup``, ``linear``, ``cosine``."""
     warmup_ratio: float = 0.0
@@ -86,6 +88,7 @@ def _shared(cfg: Config, seed: int) -> dict:
         "gradient_checkpointing": t.gradient_checkpointing,
         "mixed_precision": t.mixed_precision,
         "checkpoint_every": t.checkpoint_every,
+        "serving_dtype": t.serving_dtype,
         "lora": t.lora if t.lora.enabled else None,
         "seed": seed,
     }

@@ -20,9 +20,11 @@ Old log-probs (the π_old of the ratio):
   they are saved with the resumable state, so a resumed run uses the same π_old.
 
 The reference forward (no grad; adapter disabled for LoRA) is skipped when ``kl_coef`` is 0.
-Checkpoints (:mod:`skillmaster.train.resume`): every ``checkpoint_every`` steps a resumable one goes
-to ``state_dir``; a restarted run resumes from the newest complete one; the final one goes to
-``out_dir`` atomically, and then ``state_dir`` is removed.
+Checkpoints (:mod:`skillmaster.train.resume`): every ``checkpoint_every`` steps the full training
+state goes to ``state_dir`` (Accelerate's ``save_state``: weights, optimizer, schedule, RNG, under
+every launcher); a restarted run resumes from the newest complete one. At the end the training
+state goes to ``save_state_to`` (when given: the next iteration continues from it), the serving
+weights to ``out_dir`` atomically, and then ``state_dir`` is removed.
 """
 
 from __future__ import annotations
@@ -52,22 +54,28 @@ def train_on_samples(
     tracker=None,
     metric_prefix: str = "train",
     on_step: Callable[[int, TrainerRun], None] | None = None,
+    carry_from: Path | None = None,
+    save_state_to: Path | None = None,
 ) -> dict[str, float]:
-    """Train the policy on ``samples`` and write the final checkpoint to ``out_dir``.
+    """Train the policy on ``samples`` and write the serving weights to ``out_dir``.
 
     Args:
         samples: training sequences (advantages already set for policy-gradient losses).
         settings: loss, optimiser and batching settings (:meth:`TrainSettings.for_grpo` / ``for_sft``).
         model_cfg: ``model.*`` (device, attention kernel, threads).
         base_model_dir: the prepared base (``models/base``); also the reference policy.
-        init_policy: checkpoint to start from (previous iteration's adapter or weights), or None.
-            Its optimizer state and global step carry over when it was trained with the same loss.
-        out_dir: final checkpoint folder (complete once ``COMPLETE`` exists).
-        state_dir: scratch folder for resumable checkpoints; removed at the end.
+        init_policy: serving weights to start from (previous iteration's adapter or weights), or
+            None. Its global step carries over when it was trained with the same loss.
+        out_dir: serving weights (complete once ``COMPLETE`` exists): the LoRA adapter, or the full
+            weights in ``train.serving_dtype``.
+        state_dir: scratch folder for resumable step states; removed at the end.
         tracker: :class:`~skillmaster.tracking.NullTracker`-like; per-step metrics are logged as
             ``{metric_prefix}_step/{name}`` against a global step that continues across iterations.
         on_step: called as ``on_step(step, run)`` after each optimizer step and its resumable
             checkpoint (tests use it to interrupt a run or to inspect each rank's weights).
+        carry_from: the training state of ``init_policy``'s run (the previous iteration's
+            ``save_state_to``): its fp32 weights and optimizer moments carry over when it matches.
+        save_state_to: where the final training state goes (None: nowhere).
 
     Returns:
         Summary metrics of the run (``{metric_prefix}/loss``, ``.../kl``, ``.../tokens_per_s``, ...).
@@ -91,11 +99,11 @@ def train_on_samples(
 
     # ---- where to start: a resumable checkpoint of this very run, else init_policy
     fingerprint = resume.fingerprint(samples, settings)
-    state = resume.find_start(acc, state_dir, init_policy, settings, fingerprint, len(plan))
+    state = resume.find_start(acc, state_dir, init_policy, settings, fingerprint, len(plan), carry_from)
 
     # ---- model, reference, optimizer, schedule
     run = build_run(samples, settings, acc, model_cfg, base_model_dir, state.weights, len(plan))
-    resume.restore_optimizer(run, state)
+    resume.restore(run, state)
 
     # ---- old log-probs once before the update when there are several optimizer steps
     if settings.policy_gradient and len(plan) > 1:
@@ -124,8 +132,10 @@ def train_on_samples(
         if on_step is not None:
             on_step(done, run)
 
-    # ---- final checkpoint, then drop the scratch state
-    resume.save(run, state, out_dir, len(plan))
+    # ---- final training state (outside DVC), serving weights, then drop the step states
+    if save_state_to is not None:
+        resume.save_state(run, save_state_to, state.payload(len(plan)))
+    resume.save_serving(run, state, out_dir, serving_dtype(settings, model_cfg), len(plan))
     if acc.is_main_process:
         shutil.rmtree(state_dir, ignore_errors=True)
     acc.wait_for_everyone()
@@ -133,6 +143,15 @@ def train_on_samples(
     summary[f"{metric_prefix}/global_step"] = float(state.global_step)
     acc.free_memory()
     return summary
+
+
+def serving_dtype(settings: TrainSettings, model_cfg: ModelConfig) -> str:
+    """``train.serving_dtype`` resolved: ``auto`` is bfloat16 when training on a GPU, else float32."""
+    from skillmaster.modeling import resolve_device
+
+    if settings.serving_dtype != "auto":
+        return settings.serving_dtype
+    return "bfloat16" if resolve_device(model_cfg) == "cuda" else "float32"
 
 
 def _summary(
