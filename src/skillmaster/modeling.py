@@ -121,7 +121,7 @@ def _fetch_hub(source: ModelSource, revision: str | None) -> ModelSource:
     return ModelSource(kind, folder, source.gguf_file, label=source.location)
 
 
-def _load_from_source(source: ModelSource):
+def _load_from_source(source: ModelSource, dtype: str = "float32"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {}
@@ -129,7 +129,7 @@ def _load_from_source(source: ModelSource):
         kwargs["gguf_file"] = source.gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype="float32", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a broken or foreign folder
         raise _model_error(Path(source.location), exc) from None
     if source.kind == "gguf":
@@ -173,8 +173,26 @@ def measure_generation_speed(
     return {name: round(v, 2) for name, v in best.items()}
 
 
-def prepare_base(cfg: ModelConfig, out_dir: Path, force: bool = False, measure: bool = True) -> dict:
-    """Build ``out_dir`` from ``cfg.source``; a no-op when the manifest says it is already there."""
+def weights_digest(folder: Path) -> str:
+    """sha256 of a model folder's weights: of ``model.safetensors``, or, for a model saved in shards
+    (``model-00001-of-0000N.safetensors``, a 7B model), of the shards' own digests in name order."""
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return sha256_file(single)
+    shards = sorted(folder.glob("model-*.safetensors"))
+    if not shards:
+        raise ModelError(f"{folder}: no safetensors weights were written")
+    return hashlib.sha256("".join(sha256_file(p) for p in shards).encode()).hexdigest()
+
+
+def prepare_base(
+    cfg: ModelConfig, out_dir: Path, force: bool = False, measure: bool = True, dtype: str = "float32"
+) -> dict:
+    """Build ``out_dir`` from ``cfg.source``; a no-op when the manifest says it is already there.
+
+    ``dtype``: what the weights are saved in: float32 for the CPU (its generation dtype is then
+    measured), bfloat16 on a GPU host (a hub model's own precision: half the bytes, nothing rounded;
+    training still keeps fp32 master weights)."""
     source = resolve_source(cfg)
     manifest_path = out_dir / MANIFEST
     if not force and manifest_path.is_file() and (out_dir / COMPLETE_MARKER).is_file():
@@ -185,19 +203,19 @@ def prepare_base(cfg: ModelConfig, out_dir: Path, force: bool = False, measure: 
     if source.kind == "hub":
         source = _fetch_hub(source, cfg.revision)
     source_file = Path(source.location) / (source.gguf_file or "config.json")
-    model, tokenizer = _load_from_source(source)
+    model, tokenizer = _load_from_source(source, dtype)
     manifest: dict[str, Any] = {
         "source": resolve_source(cfg).describe(),
         "source_sha256": sha256_file(source_file) if source_file.is_file() else None,
         "architecture": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "saved_dtype": "float32",
+        "saved_dtype": dtype,
     }
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         del model
-        manifest["weights_sha256"] = sha256_file(tmp / "model.safetensors")
+        manifest["weights_sha256"] = weights_digest(tmp)
         manifest["cpu_dtype"] = "float32"
         if measure:
             speeds = measure_generation_speed(tmp)

@@ -94,3 +94,32 @@ def test_auto_mixed_precision_follows_the_measured_cpu_dtype(tmp_path):
     assert resolve_mixed_precision("auto", cpu, None) == "no"  # nothing measured: fp32
     assert resolve_mixed_precision("no", cpu, tmp_path) == "no"  # an explicit setting wins
     assert resolve_mixed_precision("fp16", cpu, tmp_path) == "fp16"
+
+
+def test_a_gpu_host_saves_the_base_in_bf16_without_timing_the_cpu(base_model_dir, tmp_path):
+    """The model stage on a GPU host (``dtype="bfloat16"``, ``measure=False``): half the bytes, the
+    weights those of the source rounded to bf16, no CPU generation timed."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "bf16"
+    manifest = prepare_base(ModelConfig(source=str(base_model_dir)), out, measure=False, dtype="bfloat16")
+    assert manifest["saved_dtype"] == "bfloat16" and "cpu_generation_tokens_per_s" not in manifest
+    fp32, bf16 = load_file(base_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(t.dtype == torch.bfloat16 for t in bf16.values())
+    name = next(iter(bf16))
+    assert torch.equal(bf16[name], fp32[name].to(torch.bfloat16))
+    size = (out / "model.safetensors").stat().st_size
+    assert size < 0.55 * (base_model_dir / "model.safetensors").stat().st_size
+
+
+def test_weights_digest_covers_every_shard(tmp_path):
+    import hashlib
+
+    from skillmaster.modeling import weights_digest
+
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"a")
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"b")
+    one, two = hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()
+    assert weights_digest(tmp_path) == hashlib.sha256((one + two).encode()).hexdigest()
+    with pytest.raises(ModelError, match="no safetensors weights"):
+        weights_digest(tmp_path / "nothing")

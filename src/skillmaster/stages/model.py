@@ -1,7 +1,8 @@
 """Stage ``model``: build ``models/base`` from ``model.source`` (runs once; DVC caches it).
 
 On a machine with a GPU the stage does not time CPU generation (fp32 against bf16, to pick the CPU
-dtype): generation runs on the GPU there, and timing a 7B model on the CPU takes minutes."""
+dtype): generation runs on the GPU there, and timing a 7B model on the CPU takes minutes. It saves
+the weights in bf16 there (15 GB at 7B instead of 30 GB in fp32)."""
 
 from __future__ import annotations
 
@@ -31,5 +32,8 @@ CONTRACT = StageContract(
 def model_stage(ctx: StageContext) -> dict:
     import torch
 
-    manifest = prepare_base(ctx.cfg.model, ctx.paths.base_model, measure=not torch.cuda.is_available())
+    gpu = torch.cuda.is_available()
+    manifest = prepare_base(
+        ctx.cfg.model, ctx.paths.base_model, measure=not gpu, dtype="bfloat16" if gpu else "float32"
+    )
     return {"parameters": manifest["parameters"], "cpu_dtype": manifest["cpu_dtype"]}
