@@ -6,12 +6,14 @@ dtype): generation runs on the GPU there, and timing a 7B model on the CPU takes
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from skillmaster.config import Config
+from skillmaster.config import Config, ModelConfig
 from skillmaster.modeling import prepare_base
 from skillmaster.paths import Paths
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import From, StageView
 
 
 def run_prepare(cfg: Config, out: Path | None = None, force: bool = False) -> dict:
@@ -20,9 +22,20 @@ def run_prepare(cfg: Config, out: Path | None = None, force: bool = False) -> di
     return prepare_base(cfg.model, out or Paths(project_root()).base_model, force=force)
 
 
+class ModelView(StageView):
+    source: Annotated[str, From("model.source")]
+    gguf_file: Annotated[str | None, From("model.gguf_file")]
+    revision: Annotated[str | None, From("model.revision")]
+
+    def model(self) -> ModelConfig:
+        """The settings :func:`~skillmaster.modeling.prepare_base` reads (where the model comes from),
+        the rest at their defaults."""
+        return ModelConfig(source=self.source, gguf_file=self.gguf_file, revision=self.revision)
+
+
 CONTRACT = StageContract(
     name="model",
-    settings=("model.source", "model.gguf_file", "model.revision"),
+    view=ModelView,
     writes=lambda w: [w.paths.base_model],
 )
 
@@ -31,5 +44,5 @@ CONTRACT = StageContract(
 def model_stage(ctx: StageContext) -> dict:
     import torch
 
-    manifest = prepare_base(ctx.cfg.model, ctx.paths.base_model, measure=not torch.cuda.is_available())
+    manifest = prepare_base(ctx.view.model(), ctx.paths.base_model, measure=not torch.cuda.is_available())
     return {"parameters": manifest["parameters"], "cpu_dtype": manifest["cpu_dtype"]}
