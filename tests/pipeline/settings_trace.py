@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from skillmaster.config import Config, Section, flatten
 
+
 def declared(key: str, settings: tuple[str, ...] | list[str]) -> bool:
     """Whether ``key`` is covered by ``settings`` (itself, or a section above it)."""
     return any(key == s or key.startswith(s + ".") for s in settings)
@@ -55,11 +56,7 @@ def record_settings(cfg: Config) -> Iterator[set[str]]:
     def getattribute(self, name):
         value = get(self, name)
         at = prefix.get(id(self))
-        if (
-            at is not None
-            and name in type(self).model_fields
-            and not isinstance(value, BaseModel)
-        ):
+        if at is not None and name in type(self).model_fields and not isinstance(value, BaseModel):
             touched.add(at + name)
         return value
 
