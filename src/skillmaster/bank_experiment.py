@@ -49,6 +49,7 @@ import typer
 
 from skillmaster.config import Config, deep_merge, flatten, validate_config
 from skillmaster.errors import ConfigError, DataError
+from skillmaster.paths import project_file
 
 ARMS = ("seed", "gated", "ungated", "random")
 """The banks, in evaluation order (the seed arm first: its evaluation measures the rates)."""
@@ -174,8 +175,7 @@ def design_of(o: Options, cfg: Config, root: Path) -> dict[str, Any]:
         for k, v in flatten(cfg.model_dump(mode="json", include=SETTINGS_SECTIONS)).items()
         if not k.startswith(OPERATIONAL)
     }
-    seed = cfg.skills.seed_bank
-    seed_path = (Path(seed) if Path(seed).is_absolute() else root / seed) if seed else None
+    seed_path = project_file(cfg.skills.seed_bank, root)
     if seed_path is not None and not seed_path.is_file():
         raise DataError(f"skills.seed_bank {seed_path}: no such bank file")
     # the arms are left out: every bank is built from the same candidates, so an arm that waited
@@ -234,8 +234,8 @@ def phase_configs(cfg: Config, o: Options, root: Path) -> dict[str, Config]:
     experiment's overrides. ``common``: the cold start, review and scoring (all families, so the
     probe pools leave out the cold start's very games); ``play``: N training episodes of the chosen
     families, one per game (group size 1, no training); ``eval``: the chosen families."""
-    seed = cfg.skills.seed_bank
-    absolute_seed = str(root / seed) if seed and not Path(seed).is_absolute() else seed
+    seed = project_file(cfg.skills.seed_bank, root)
+    absolute_seed = str(seed) if seed is not None else cfg.skills.seed_bank
     common = {
         "skills": {"enabled": True, "seed_bank": absolute_seed},
         "review": {"enabled": True},

@@ -253,8 +253,9 @@ def eval_cmd(
         check_writable([out / "metrics.json"])  # a read-only folder fails now, not after the evaluation
     if bank is None and not no_skills:
         banks = sorted((root / "data" / "banks").glob("iter_[0-9][0-9][0-9].json"))
-        seed = cfg.skills.seed_bank
-        bank = banks[-1] if banks else (root / seed if seed else None)
+        from skillmaster.paths import project_file
+
+        bank = banks[-1] if banks else project_file(cfg.skills.seed_bank, root)
     metrics = evaluate_checkpoint(
         cfg,
         root,

@@ -19,6 +19,12 @@ def iter_name(iteration: int) -> str:
     return f"iter_{iteration:03d}"
 
 
+def project_file(value: str | Path | None, root: Path) -> Path | None:
+    """A path setting (``skills.seed_bank``) as a file: relative paths lie under the project ``root``,
+    absolute ones stay; None or empty: None."""
+    return (root / value) if value else None
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path = Path(".")

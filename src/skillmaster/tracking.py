@@ -34,6 +34,8 @@ class NullTracker:
 
     run_id: str | None = None
     enabled = False
+    settings: dict[str, Any] | None = None
+    """Every setting of the run the tracker was opened for (:func:`open_tracker`), as logged."""
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
@@ -287,7 +289,8 @@ def open_tracker(cfg: Config, root: Path | None = None, run_id: str | None = Non
         tracker = MlflowTracker(
             cfg.tracking, root, run_id=run_id, run_key=run_key(cfg, root), run_name=name, tags=tags
         )
-        tracker.log_params(cfg.model_dump(mode="json"))
+        tracker.settings = cfg.model_dump(mode="json")
+        tracker.log_params(tracker.settings)
     except Exception as exc:  # sqlalchemy, mlflow and OS errors alike: the store is unusable
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise SkillMasterError(

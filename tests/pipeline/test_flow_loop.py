@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from settings_trace import declared, record_settings
 from tiny_project import REPO, tiny_params
 
 from skillmaster import stages
@@ -26,7 +27,6 @@ from skillmaster.orchestration.project import run_tool
 from skillmaster.paths import Paths
 from skillmaster.stages import contract_of
 from skillmaster.stages.contract import EXECUTION_SETTINGS
-from skillmaster.stages.trace import declared, record_settings
 
 pytestmark = [pytest.mark.model, pytest.mark.alfworld, pytest.mark.server]
 

@@ -41,7 +41,7 @@ PLUMBING = (
     "skillmaster.stages",
     "skillmaster.stages.contract",
     "skillmaster.stages.resources",
-    "skillmaster.stages.trace",
+    "skillmaster.stages.views",
 )
 """Modules that are no code dependency of any stage: they hold the settings' schema (the values
 are DVC params), file and path helpers, the MLflow client and the stage framework. A change there

@@ -67,8 +67,10 @@ _REGISTRY: dict[str, Stage] = {}
 
 @dataclass
 class StageContext:
-    """What a stage gets: settings, the iteration, where files live, the tracker, the process's
-    resources and a shard runner."""
+    """What a stage gets: its settings view, the iteration, where files live, the tracker, the
+    process's resources and a shard runner. ``cfg`` is the whole configuration, for the framework
+    (the tracker, metric names) and for library code a stage hands it to; the stage reads its
+    settings from :attr:`view`."""
 
     cfg: Config
     iteration: int
@@ -78,15 +80,30 @@ class StageContext:
     resources: Resources = field(default_factory=Resources, repr=False)
     """Engine, environment suites and retriever, kept between the stages of one process (a flow)."""
     run_shards: ShardRunner = run_here
+    stage: str | None = None
+    """The stage's registry name: which view :attr:`view` is."""
+    _view: Any = field(default=None, repr=False)
+    headline_split: str | None = field(default=None, init=False, repr=False)
+    """The evaluation split whose success is the headline metric (names MLflow metrics, no output)."""
+
+    def __post_init__(self) -> None:
+        self.headline_split = self.cfg.eval.splits[0] if self.cfg.eval.splits else None
+
+    @property
+    def view(self):
+        """The stage's settings view (:mod:`skillmaster.stages.views`), resolved once."""
+        if self._view is None:
+            if self.stage is None:
+                raise RuntimeError("this StageContext names no stage, so it has no settings view")
+            self._view = contract_of(self.stage).view.resolve(self.cfg, self.root)
+        return self._view
 
     @property
     def tracker(self):
         if self._tracker is None:
-            from skillmaster.stages.trace import paused
             from skillmaster.tracking import open_tracker
 
-            with paused():  # naming the MLflow run reads every setting; no stage output depends on it
-                self._tracker = open_tracker(self.cfg, self.root)
+            self._tracker = open_tracker(self.cfg, self.root)
         return self._tracker
 
     @property
@@ -155,6 +172,7 @@ def run_stage(
         _tracker=tracker,
         resources=Resources() if owned else resources,
         run_shards=run_shards,
+        stage=name,
     )
     from skillmaster.tracking import tracking_seconds
 

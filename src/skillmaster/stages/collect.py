@@ -14,10 +14,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import polars as pl
 
-from skillmaster.config import Config
+from skillmaster.config import Config, EnvConfig, ModelConfig, RolloutConfig, SkillsConfig
 from skillmaster.envs.base import TaskSpec
 from skillmaster.io import atomic_dir
 from skillmaster.paths import COMPLETE_MARKER, Paths
@@ -37,14 +38,27 @@ from skillmaster.stages.common import (
     suite_of,
     write_metrics,
 )
-from skillmaster.stages.contract import StageContract, section
+from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import Computing, Execution, From, StageView
 from skillmaster.tables import STEPS, TRAJECTORIES
 
 
 # --------------------------------------------------------------------------- shards
-def group_tasks(cfg: Config, tasks: Sequence[TaskSpec], iteration: int) -> list[TaskSpec]:
+class CollectView(StageView):
+    seed: Annotated[int, From("seed")]
+    env: Annotated[EnvConfig, From("env")]
+    model: Annotated[ModelConfig, From("model")]
+    rollout: Annotated[RolloutConfig, Computing("rollout")]
+    skills: Annotated[SkillsConfig, From("skills")]
+    sft_enabled: Annotated[bool, From("sft.enabled")]
+    """The policy base is ``models/sft``."""
+    shards: Annotated[int, Execution("orchestration.shards")]
+    task_runner: Annotated[str, Execution("orchestration.task_runner")]
+
+
+def group_tasks(view: CollectView, tasks: Sequence[TaskSpec], iteration: int) -> list[TaskSpec]:
     """The B tasks of iteration N (their list index is the group id)."""
-    return sample_tasks(list(tasks), cfg.rollout.num_tasks, cfg.seed, "collect", iteration)
+    return sample_tasks(list(tasks), view.rollout.num_tasks, view.seed, "collect", iteration)
 
 
 def traj_id(iteration: int, group: int, member: int) -> str:
@@ -58,15 +72,15 @@ def collect_shard(
     state = ctx.paths.stage_state("collect", ctx.iteration) / f"shard_{shard:03d}"
     if (state / COMPLETE_MARKER).is_file():
         return STEPS.read(state / "steps.parquet"), TRAJECTORIES.read(state / "trajectories.parquet")
-    cfg, it = ctx.cfg, ctx.iteration
-    bank = load_bank_at(ctx, it - 1) if cfg.skills.enabled else None
+    view, it = ctx.view, ctx.iteration
+    bank = load_bank_at(ctx, it - 1) if view.skills.enabled else None
     episodes = [
         EpisodeSpec(traj_id(it, g, m), groups[g], g, it, bank=bank)
         for g in ids
-        for m in range(cfg.rollout.group_size)
+        for m in range(view.rollout.group_size)
     ]
     # one seed for every shard: each episode samples from its own (seed, traj_id, step) stream
-    settings = RolloutSettings.from_config(cfg, seed=derive_seed(cfg.seed, "collect", it))
+    settings = RolloutSettings.from_config(ctx.cfg, seed=derive_seed(view.seed, "collect", it))
     retriever = retriever_of(ctx)
     policy = load_policy(ctx, it - 1)
     with make_pool(ctx, len(episodes)) as pool:
@@ -92,10 +106,13 @@ def run_collect_shard(
 
     cfg = Config.model_validate_json(cfg_json)
     configure_environment(Path(root))
-    ctx = StageContext(cfg=cfg, iteration=iteration, paths=Paths(Path(root)), root=Path(root))
+    ctx = StageContext(
+        cfg=cfg, iteration=iteration, paths=Paths(Path(root)), root=Path(root), stage="collect"
+    )
     try:
-        groups = group_tasks(cfg, suite_of(ctx).tasks(cfg.env.train_split), iteration)
-        ids = shard_slices(len(groups), cfg.orchestration.shards)[shard]
+        view = ctx.view
+        groups = group_tasks(view, suite_of(ctx).tasks(view.env.train_split), iteration)
+        ids = shard_slices(len(groups), view.shards)[shard]
         return collect_shard(ctx, groups, shard, ids)
     finally:
         ctx.resources.close()
@@ -104,7 +121,7 @@ def run_collect_shard(
 # --------------------------------------------------------------------------- the stage
 CONTRACT = StageContract(
     name="collect",
-    settings=("seed", "env", "model", *section("rollout"), "skills", "sft.enabled"),
+    view=CollectView,
     reads=lambda w: [*w.policy(w.iteration - 1), w.paths.bank(w.iteration - 1)],
     writes=lambda w: [w.paths.collect_dir(w.iteration)],
     metrics=lambda w: [w.paths.metrics(w.iteration, "collect")],
@@ -115,13 +132,13 @@ CONTRACT = StageContract(
 
 @register(CONTRACT)
 def collect_stage(ctx: StageContext) -> dict:
-    cfg, it = ctx.cfg, ctx.iteration
-    groups = group_tasks(cfg, suite_of(ctx).tasks(cfg.env.train_split), it)
-    slices = shard_slices(len(groups), cfg.orchestration.shards)
-    if cfg.orchestration.task_runner == "sequential":
+    view, it = ctx.view, ctx.iteration
+    groups = group_tasks(view, suite_of(ctx).tasks(view.env.train_split), it)
+    slices = shard_slices(len(groups), view.shards)
+    if view.task_runner == "sequential":
         parts = [collect_shard(ctx, groups, i, ids) for i, ids in enumerate(slices)]
     else:  # on the task runner the caller gave this stage (a cluster worker rebuilds the context)
-        args = [(cfg.model_dump_json(), it, i, str(ctx.root)) for i in range(len(slices))]
+        args = [(ctx.cfg.model_dump_json(), it, i, str(ctx.root)) for i in range(len(slices))]
         parts = ctx.run_shards(run_collect_shard, args)
     steps = pl.concat([p[0] for p in parts]) if parts else STEPS.empty()
     trajs = pl.concat([p[1] for p in parts]) if parts else TRAJECTORIES.empty()

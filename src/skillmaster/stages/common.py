@@ -15,7 +15,6 @@ from skillmaster.io import atomic_dir, write_json
 from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext
-from skillmaster.stages.trace import paused
 from skillmaster.tracking import metric_names
 
 POINTER = "pointer.json"
@@ -204,9 +203,7 @@ def write_metrics(ctx: StageContext, stage: str, metrics: dict[str, Any]) -> Pat
         metrics["generation"] = {"engine": policy.engine, **policy.stats.as_dict()}
     path = ctx.paths.metrics(ctx.iteration, stage)
     write_json(path, metrics)
-    with paused():  # which split's success is the headline names MLflow metrics, no output
-        split = ctx.cfg.eval.splits[0] if ctx.cfg.eval.splits else None
-    ctx.tracker.log_metrics(metric_names(stage, metrics, split), step=ctx.iteration)
+    ctx.tracker.log_metrics(metric_names(stage, metrics, ctx.headline_split), step=ctx.iteration)
     return path
 
 

@@ -2,9 +2,11 @@
 writes, its metrics and plots.
 
 Each stage module defines one :class:`StageContract` and registers its function with it
-(``@register(CONTRACT)``). The orchestration renders ``dvc.yaml`` from these declarations alone, so
-what DVC reruns is what the stage says it reads; ``tests/core/test_stage_contracts.py`` runs every
-stage with its settings recorded and fails when a stage reads a setting it did not declare.
+(``@register(CONTRACT)``). The settings are the stage's view (:mod:`skillmaster.stages.views`): the
+one typed object the stage reads them from, resolved once; its DVC params are derived from the
+view's fields. The orchestration renders ``dvc.yaml`` from these declarations alone, so what DVC
+reruns is what the stage reads; ``tests/pipeline/test_flow_loop.py`` runs every stage with its
+settings recorded and fails when a stage reads a setting its view does not hold.
 
 Files are declared as functions of :class:`Where` (the settings, the iteration and the project's
 paths), because they depend on both: the policy in force is ``models/sft`` only when the cold start
@@ -19,6 +21,9 @@ from pathlib import Path
 
 from skillmaster.config import Config
 from skillmaster.paths import Paths
+from skillmaster.stages.views import EXECUTION_SETTINGS, StageView, section
+
+__all__ = ["EXECUTION_SETTINGS", "Files", "Plot", "StageContract", "Where", "section"]
 
 
 @dataclass(frozen=True)
@@ -35,32 +40,6 @@ class Where:
         p = self.paths
         base = p.sft_model if self.cfg.sft.enabled else p.base_model
         return [base] + ([p.policy(iteration)] if iteration > 0 else [])
-
-
-EXECUTION_SETTINGS = (
-    "rollout.num_workers",
-    "rollout.max_batch_size",
-    "rollout.prefix_reuse",
-    "rollout.vllm",
-    "model.num_threads",
-    "train.checkpoint_every",
-    "train.keep_states_every",
-    "train.accelerate_config",
-    "orchestration",
-    "tracking",
-)
-"""Settings that decide how a stage runs, never what it computes: worker and thread counts, batch
-chunking and prefix caching (replies depend on the prompt and seed alone, tested), engine memory,
-checkpoint spacing, which older training states are kept, the task runner and shards (a shard plays the same episodes anywhere, tested),
-MLflow. They are no DVC params, so changing them reruns nothing; a stage need not declare them."""
-
-
-def section(name: str) -> tuple[str, ...]:
-    """The keys of settings section ``name`` that decide what a stage computes (the section less
-    its :data:`EXECUTION_SETTINGS`), for declaring "everything of this section"."""
-    model = Config.model_fields[name].annotation
-    keys = (f"{name}.{field}" for field in model.model_fields)
-    return tuple(k for k in keys if not any(k == e or k.startswith(e + ".") for e in EXECUTION_SETTINGS))
 
 
 Files = Callable[[Where], Sequence[Path]]
@@ -85,9 +64,8 @@ class Plot:
 class StageContract:
     name: str
     """The stage's registry name (``skillmaster stage <name>``)."""
-    settings: tuple[str, ...]
-    """Every setting the stage reads, as dotted keys of params.yaml; a section (``model``) stands for
-    all its keys. DVC reruns the stage when one of them changes."""
+    view: type[StageView]
+    """The stage's settings view: every setting it reads (see :attr:`settings`)."""
     reads: Files = _none
     """Files and folders the stage reads (besides its code)."""
     writes: Files = _none
@@ -102,3 +80,9 @@ class StageContract:
     code: tuple[str, ...] = field(default=())
     """Modules beyond the stage's own that the stage runs through a name (none are found by the import
     walk otherwise); the stage's module and everything it imports are found automatically."""
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """The stage's DVC params, derived from its view: dotted keys of params.yaml (a section stands
+        for all its keys), execution settings left out. DVC reruns the stage when one changes."""
+        return self.view.params()

@@ -26,10 +26,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
 
+from skillmaster.config import (
+    CounterfactualConfig,
+    EnvConfig,
+    ModelConfig,
+    RolloutConfig,
+    SkillsConfig,
+)
 from skillmaster.errors import DataError
 from skillmaster.io import atomic_dir
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
@@ -47,7 +54,8 @@ from skillmaster.stages.common import (
     suite_of,
     write_metrics,
 )
-from skillmaster.stages.contract import StageContract, section
+from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import Computing, From, StageView
 from skillmaster.tables import EDITS, PLACEBOS, REVIEWS, STEPS, TRAJECTORIES
 
 NEUTRAL_SKILL = {
@@ -237,15 +245,32 @@ class ContrastResult:
     p_value: float
 
 
+class CounterfactualView(StageView):
+    seed: Annotated[int, From("seed")]
+    env: Annotated[EnvConfig, From("env")]
+    model: Annotated[ModelConfig, From("model")]
+    rollout: Annotated[RolloutConfig, Computing("rollout")]
+    skills: Annotated[SkillsConfig, From("skills")]
+    review_enabled: Annotated[bool, From("review.enabled")]
+    """An empty reviews table is an error."""
+    counterfactual: Annotated[CounterfactualConfig, From("counterfactual")]
+    sft_enabled: Annotated[bool, From("sft.enabled")]
+    """The policy base is ``models/sft``, and the cold start's games leave the probe pools."""
+    sft_num_games: Annotated[int, From("sft.num_games")]
+    """With ``sft_split``: the games a probe pool leaves out (``counterfactual.probe_pool``)."""
+    sft_split: Annotated[str, From("sft.split")]
+
+
 def sft_task_ids(ctx: StageContext) -> set[str]:
     """The training games the cold-start SFT replays (none without it): the same draw as
     :func:`skillmaster.stages.sft_data.sft_games`, ``sft.num_games`` of ``sft.split`` stratified
     over families."""
-    cfg = ctx.cfg
-    if not cfg.sft.enabled:
+    view = ctx.view
+    if not view.sft_enabled:
         return set()
     return {
-        t.task_id for t in stratified_tasks(suite_of(ctx).tasks(cfg.sft.split), cfg.sft.num_games, cfg.seed)
+        t.task_id
+        for t in stratified_tasks(suite_of(ctx).tasks(view.sft_split), view.sft_num_games, view.seed)
     }
 
 
@@ -255,12 +280,12 @@ def probe_candidates(ctx: StageContext) -> list:
     from skillmaster.envs.registry import profile
     from skillmaster.skills.probes import probe_pools
 
-    cfg = ctx.cfg
-    tasks = suite_of(ctx).tasks(cfg.env.train_split)
-    if cfg.counterfactual.probe_pool is None:
+    view = ctx.view
+    tasks = suite_of(ctx).tasks(view.env.train_split)
+    if view.counterfactual.probe_pool is None:
         return tasks
-    match = profile(cfg.env.name).probe_match
-    pools = probe_pools(tasks, cfg.counterfactual.probe_pool, cfg.seed, sft_task_ids(ctx), match=match)
+    match = profile(view.env.name).probe_match
+    pools = probe_pools(tasks, view.counterfactual.probe_pool, view.seed, sft_task_ids(ctx), match=match)
     keep = {t for ids in pools.values() for t in ids}
     return [t for t in tasks if t.task_id in keep]
 
@@ -271,11 +296,11 @@ def probe_ids(ctx: StageContext, row: dict, candidates: list | None = None) -> l
     from skillmaster.envs.registry import profile
     from skillmaster.skills.probes import draw_probes
 
-    cfg = ctx.cfg
+    view = ctx.view
     tasks = probe_candidates(ctx) if candidates is None else candidates
-    match = profile(cfg.env.name).probe_match  # the task family, or the category (WebShop)
+    match = profile(view.env.name).probe_match  # the task family, or the category (WebShop)
     return draw_probes(
-        row["task_id"], row[match], tasks, cfg.counterfactual.probes_per_edit, cfg.seed, match=match
+        row["task_id"], row[match], tasks, view.counterfactual.probes_per_edit, view.seed, match=match
     )
 
 
@@ -283,7 +308,7 @@ def edit_contrast(ctx: StageContext, stem: str, row: dict, bank: Bank, candidate
     """The contrast that scores the edit of review ``row``: B' = B + edit against B (control none) or
     against B + :func:`placebo_edit` (control placebo)."""
     edit = Edit.model_validate_json(row["edit"])
-    control = placebo_edit(bank, edit) if ctx.cfg.counterfactual.control == "placebo" else None
+    control = placebo_edit(bank, edit) if ctx.view.counterfactual.control == "placebo" else None
     return Contrast(
         arm="edit",
         stem=stem,
@@ -299,7 +324,7 @@ def placebo_contrast(ctx: StageContext, stem: str, row: dict, bank: Bank, candid
     """A contrast of edits without content on the probes of review ``row``: control none, B against
     :func:`placebo_bank`; control placebo, placebo variant 0 against variant 1 of the row's edit (of
     :data:`NEUTRAL_EDIT` when the row has none), so the two arms have the same size and place."""
-    cf = ctx.cfg.counterfactual
+    cf = ctx.view.counterfactual
     ids = probe_ids(ctx, row, candidates)
     if cf.control != "placebo":
         after = placebo_bank(bank, cf.placebo_kind)
@@ -329,12 +354,13 @@ def plan_contrasts(ctx: StageContext, bank: Bank, reviews: pl.DataFrame) -> Cont
     reviews (:func:`edit_contrast`, :func:`placebo_contrast`)."""
     from skillmaster.skills.probes import choose_edits
 
-    cfg, it, cf = ctx.cfg, ctx.iteration, ctx.cfg.counterfactual
+    view, it = ctx.view, ctx.iteration
+    cf = view.counterfactual
     candidates = list(
         reviews.filter(pl.col("status").is_in(EDIT_STATUSES)).sort("traj_id").iter_rows(named=True)
     )
     chosen = (
-        choose_edits([r["traj_id"] for r in candidates], cf.max_edits, derive_seed(cfg.seed, "edits", it))
+        choose_edits([r["traj_id"] for r in candidates], cf.max_edits, derive_seed(view.seed, "edits", it))
         if cf.enabled
         else []
     )
@@ -342,7 +368,7 @@ def plan_contrasts(ctx: StageContext, bank: Bank, reviews: pl.DataFrame) -> Cont
     edits = {e: edit_contrast(ctx, contrast_stem(it, e, "edit"), candidates[e], bank, tasks) for e in chosen}
     placebos = []
     if cf.enabled and cf.placebo_edits and reviews.height:
-        rng = random.Random(derive_seed(cfg.seed, "placebo", it))
+        rng = random.Random(derive_seed(view.seed, "placebo", it))
         pool = list(reviews.sort("traj_id").iter_rows(named=True))
         for q, row in enumerate(rng.sample(pool, min(cf.placebo_edits, len(pool)))):
             placebos.append(placebo_contrast(ctx, contrast_stem(it, q, "placebo"), row, bank, tasks))
@@ -381,21 +407,22 @@ def probe_episodes(
 def probe_settings(ctx: StageContext) -> RolloutSettings:
     """Rollout settings of probe episodes: the probe seed offset, and ``counterfactual.probe_temperature``
     (None: the rollout temperature)."""
-    cfg, cf = ctx.cfg, ctx.cfg.counterfactual
+    view = ctx.view
+    cf = view.counterfactual
     return RolloutSettings.from_config(
-        cfg,
+        ctx.cfg,  # reads env.name, the step limit (env.max_steps, counterfactual.max_steps) and rollout
         stage="counterfactual",
         temperature=cf.probe_temperature,
-        seed=derive_seed(cfg.seed, cf.probe_seed_offset, ctx.iteration),
+        seed=derive_seed(view.seed, cf.probe_seed_offset, ctx.iteration),
     )
 
 
 def run_probes(ctx: StageContext, plan: list[Contrast]) -> ProbeRuns:
     """Play every probe of every contrast in ``plan`` with both banks in one batch
     (:func:`probe_episodes`), and score each run (:func:`run_scores`)."""
-    cfg, it = ctx.cfg, ctx.iteration
-    by_id = {t.task_id: t for t in suite_of(ctx).tasks(cfg.env.train_split)}
-    episodes = probe_episodes(plan, by_id, it, cfg.counterfactual.paired)
+    view, it = ctx.view, ctx.iteration
+    by_id = {t.task_id: t for t in suite_of(ctx).tasks(view.env.train_split)}
+    episodes = probe_episodes(plan, by_id, it, view.counterfactual.paired)
     if not episodes:
         steps, trajs = STEPS.empty(), TRAJECTORIES.empty()
     else:
@@ -416,12 +443,12 @@ def run_scores(ctx: StageContext, steps: pl.DataFrame, trajs: pl.DataFrame) -> d
     from skillmaster.rollout.progress import episode_progress, progress_score
     from skillmaster.skills.utility import probe_score
 
-    cf = ctx.cfg.counterfactual
-    t_max = step_limit(ctx.cfg, "counterfactual")
+    cf = ctx.view.counterfactual
+    t_max = step_limit(ctx.cfg, "counterfactual")  # counterfactual.max_steps, else env.max_steps
     if cf.score == "success":
         return {r["traj_id"]: probe_score(r["won"], r["length"], t_max) for r in trajs.iter_rows(named=True)}
     # walkthrough milestones; without walkthroughs (WebShop) the episode's own [0, 1] score
-    kit = profile(ctx.cfg.env.name).walkthrough_kit
+    kit = profile(ctx.view.env.name).walkthrough_kit
     shares, _ = episode_progress(steps, trajs, suite_of(ctx).walkthrough, kit)
     return {
         r["traj_id"]: progress_score(r["won"], r["length"], t_max, min(1.0, max(0.0, shares[r["traj_id"]])))
@@ -448,7 +475,7 @@ def check_reviews(ctx: StageContext, reviews: pl.DataFrame) -> None:
     from skillmaster.skills.bank import Edit
 
     source = ctx.paths.reviews(ctx.iteration)
-    if ctx.cfg.review.enabled and reviews.height == 0:
+    if ctx.view.review_enabled and reviews.height == 0:
         raise DataError(
             f"{source}: the reviews table is empty while review.enabled is true; rerun the review stage"
         )
@@ -495,18 +522,7 @@ def would_commit(cf, utility: float, p_value: float) -> bool:
 
 CONTRACT = StageContract(
     name="counterfactual",
-    settings=(
-        "seed",
-        "env",
-        "model",
-        *section("rollout"),
-        "skills",
-        "review.enabled",
-        "counterfactual",
-        "sft.enabled",
-        "sft.num_games",  # the games a probe pool leaves out (counterfactual.probe_pool)
-        "sft.split",
-    ),
+    view=CounterfactualView,
     reads=lambda w: [
         *w.policy(w.iteration - 1),
         w.paths.bank(w.iteration - 1),
@@ -592,7 +608,7 @@ def stage_metrics(
     from skillmaster.skills.commit import commit_stats
     from skillmaster.skills.diff import bank_stats
 
-    cf = ctx.cfg.counterfactual
+    cf = ctx.view.counterfactual
     real = runs.trajectories.filter(pl.col("condition").str.starts_with(f"{CONDITION_PREFIX['edit']}_"))
     scored_u = [e.utility for e in scored_edits if e.scored]
     scored_p = [e.p_value for e in scored_edits if e.scored]
@@ -640,7 +656,7 @@ def counterfactual_stage(ctx: StageContext) -> dict:
     from skillmaster.skills.diff import bank_size
     from skillmaster.skills.store import save_bank
 
-    it, cf = ctx.iteration, ctx.cfg.counterfactual
+    it, cf = ctx.iteration, ctx.view.counterfactual
     bank = load_bank_at(ctx, it - 1)
     reviews = REVIEWS.read(ctx.paths.reviews(it))
     check_reviews(ctx, reviews)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
 
-from skillmaster.config import Config
+from skillmaster.config import Config, EnvConfig, EvalConfig, ModelConfig, RolloutConfig, SkillsConfig
 from skillmaster.io import atomic_dir
 from skillmaster.modeling import ensure_model_dir
 from skillmaster.paths import COMPLETE_MARKER
@@ -39,21 +39,33 @@ from skillmaster.stages.common import (
     suite_of,
     write_metrics,
 )
-from skillmaster.stages.contract import StageContract, section
+from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import Computing, From, StageView
 from skillmaster.tables import TRAJECTORIES
 
 CONDITIONS = {"eval_skills": True, "eval_no_skills": False}
 
 
-def eval_conditions(cfg: Config, no_skills_only: bool = False) -> list[str]:
-    if no_skills_only:
-        return ["eval_no_skills"]
-    out = []
-    if cfg.eval.with_skills and cfg.skills.enabled:
-        out.append("eval_skills")
-    if cfg.eval.without_skills or not cfg.skills.enabled:
-        out.append("eval_no_skills")
-    return out
+class EvaluateView(StageView):
+    seed: Annotated[int, From("seed")]
+    env: Annotated[EnvConfig, From("env")]
+    model: Annotated[ModelConfig, From("model")]
+    rollout: Annotated[RolloutConfig, Computing("rollout")]
+    skills: Annotated[SkillsConfig, From("skills")]
+    eval: Annotated[EvalConfig, From("eval")]
+    sft_enabled: Annotated[bool, From("sft.enabled")]
+    """The policy base is ``models/sft``."""
+
+    @property
+    def conditions(self) -> list[str]:
+        """The conditions evaluated: with skills (``eval.with_skills`` and skills on), without skills
+        (``eval.without_skills``, or skills off)."""
+        out = []
+        if self.eval.with_skills and self.skills.enabled:
+            out.append("eval_skills")
+        if self.eval.without_skills or not self.skills.enabled:
+            out.append("eval_no_skills")
+        return out
 
 
 def eval_traj_id(split: str, condition: str, game: int, repeat: int = 0) -> str:
@@ -146,7 +158,7 @@ def evaluate(
 
 CONTRACT = StageContract(
     name="evaluate",
-    settings=("seed", "env", "model", *section("rollout"), "skills", "eval", "sft.enabled"),
+    view=EvaluateView,
     reads=lambda w: [w.paths.bank(w.iteration), *w.policy(w.iteration)],
     writes=lambda w: [w.paths.eval_dir(w.iteration)],
     metrics=lambda w: [w.paths.metrics(w.iteration, "eval")],
@@ -157,12 +169,12 @@ CONTRACT = StageContract(
 
 @register(CONTRACT)
 def evaluate_stage(ctx: StageContext) -> dict:
-    cfg, it = ctx.cfg, ctx.iteration
-    bank = load_bank_at(ctx, it) if cfg.skills.enabled else None
+    view, it = ctx.view, ctx.iteration
+    bank = load_bank_at(ctx, it) if view.skills.enabled else None
     ensure_model_dir(policy_base(ctx))  # the weights, then the games, are checked before the model loads
-    eval_tasks(ctx, cfg.eval.splits, cfg.eval.limit)
+    eval_tasks(ctx, view.eval.splits, view.eval.limit)
     policy = load_policy(ctx, it)
-    episodes, metrics = evaluate(ctx, policy, bank, cfg.eval.splits, eval_conditions(cfg), cfg.eval.limit)
+    episodes, metrics = evaluate(ctx, policy, bank, view.eval.splits, view.conditions, view.eval.limit)
     TRAJECTORIES.write(episodes, ctx.paths.eval_dir(it) / "episodes.parquet")
     write_metrics(ctx, "eval", metrics)
     return metrics

@@ -7,12 +7,14 @@ the weights in bf16 there (15 GB at 7B instead of 30 GB in fp32)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from skillmaster.config import Config
+from skillmaster.config import Config, ModelConfig
 from skillmaster.modeling import prepare_base
 from skillmaster.paths import Paths
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import From, StageView
 
 
 def run_prepare(cfg: Config, out: Path | None = None, force: bool = False) -> dict:
@@ -21,9 +23,20 @@ def run_prepare(cfg: Config, out: Path | None = None, force: bool = False) -> di
     return prepare_base(cfg.model, out or Paths(project_root()).base_model, force=force)
 
 
+class ModelView(StageView):
+    source: Annotated[str, From("model.source")]
+    gguf_file: Annotated[str | None, From("model.gguf_file")]
+    revision: Annotated[str | None, From("model.revision")]
+
+    def model(self) -> ModelConfig:
+        """The settings :func:`~skillmaster.modeling.prepare_base` reads (where the model comes from),
+        the rest at their defaults."""
+        return ModelConfig(source=self.source, gguf_file=self.gguf_file, revision=self.revision)
+
+
 CONTRACT = StageContract(
     name="model",
-    settings=("model.source", "model.gguf_file", "model.revision"),
+    view=ModelView,
     writes=lambda w: [w.paths.base_model],
 )
 
@@ -34,6 +47,6 @@ def model_stage(ctx: StageContext) -> dict:
 
     gpu = torch.cuda.is_available()
     manifest = prepare_base(
-        ctx.cfg.model, ctx.paths.base_model, measure=not gpu, dtype="bfloat16" if gpu else "float32"
+        ctx.view.model(), ctx.paths.base_model, measure=not gpu, dtype="bfloat16" if gpu else "float32"
     )
     return {"parameters": manifest["parameters"], "cpu_dtype": manifest["cpu_dtype"]}

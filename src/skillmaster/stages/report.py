@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from skillmaster.config import Config
+from skillmaster.config import Config, EvalConfig
 from skillmaster.io import read_json, write_json
 from skillmaster.plots import label, line_plot, write_csv
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.contract import Plot, StageContract, Where
-from skillmaster.stages.trace import paused
+from skillmaster.stages.views import Execution, From, StageView
 from skillmaster.tracking import metric_names
 
 STAGE_FILES = ("collect", "review", "counterfactual", "train", "eval")
@@ -46,9 +46,23 @@ def _reads(w: Where) -> list[Path]:
     return out
 
 
+class ReportView(StageView):
+    method: Annotated[str, From("method")]
+    iterations: Annotated[int, From("loop.iterations")]
+    eval: Annotated[EvalConfig, From("eval")]
+    env_name: Annotated[str, From("env.name")]
+    """With ``env_families``: the columns of the ``success_by_family`` plot."""
+    env_families: Annotated[list[str] | None, From("env.families")]
+    log_checkpoints: Annotated[bool, Execution("tracking.log_checkpoints")]
+
+    @property
+    def headline_split(self) -> str | None:
+        return self.eval.splits[0] if self.eval.splits else None
+
+
 CONTRACT = StageContract(
     name="report",
-    settings=("method", "loop.iterations", "eval", "env.name", "env.families"),
+    view=ReportView,
     reads=_reads,
     metrics=lambda w: [w.paths.summary],
     plots=(
@@ -62,7 +76,7 @@ CONTRACT = StageContract(
 
 def primary_eval(ctx: StageContext, eval_metrics: dict[str, Any]) -> dict[str, Any] | None:
     """Metrics of the first eval split, with skills when evaluated, else without."""
-    split = ctx.cfg.eval.splits[0] if ctx.cfg.eval.splits else None
+    split = ctx.view.headline_split
     per_split = eval_metrics.get(split) if split else None
     if not per_split:
         return None
@@ -148,8 +162,8 @@ def plot_rows(ctx: StageContext, summary: list[dict[str, Any]]) -> tuple[list[di
 
 @register(CONTRACT)
 def report_stage(ctx: StageContext) -> dict:
-    cfg, paths = ctx.cfg, ctx.paths
-    summary = [iteration_summary(ctx, it) for it in range(cfg.loop.iterations + 1)]
+    view, paths = ctx.view, ctx.paths
+    summary = [iteration_summary(ctx, it) for it in range(view.iterations + 1)]
     success_rows, families, bank_rows = plot_rows(ctx, summary)
     review_rows, edit_rows = skill_rows(summary)
     plots = paths.plots_dir
@@ -168,7 +182,7 @@ def report_stage(ctx: StageContext) -> dict:
                 plots / "success_by_family.png",
                 success_rows,
                 ["overall", *families],
-                f"Success on {cfg.eval.splits[0]} by family",
+                f"Success on {view.headline_split} by family",
                 "success rate",
                 (-0.05, 1.05),
             )
@@ -203,10 +217,10 @@ def report_stage(ctx: StageContext) -> dict:
         )
     )
     final = next((r for r in reversed(success_rows)), {})
-    out = {"method": cfg.method, "iterations": summary, "final_success": final}
+    out = {"method": view.method, "iterations": summary, "final_success": final}
     write_json(paths.summary, out)
     log_run(ctx, summary, pngs)
-    return {"final_success_rate": final.get("overall"), "iterations": cfg.loop.iterations}
+    return {"final_success_rate": final.get("overall"), "iterations": view.iterations}
 
 
 def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) -> None:
@@ -215,7 +229,7 @@ def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) 
     from skillmaster.skills.store import load_bank
 
     tracker, paths = ctx.tracker, ctx.paths
-    split = ctx.cfg.eval.splits[0] if ctx.cfg.eval.splits else None
+    split = ctx.view.headline_split
     for s in summary:
         it = s["iteration"]
         numbers: dict[str, float] = {}
@@ -236,11 +250,11 @@ def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) 
         if episodes.is_file():
             tracker.log_artifact(episodes, f"iter_{it:03d}/eval")
         policy = paths.policy(it)
-        if ctx.cfg.tracking.log_checkpoints and it > 0 and policy.is_dir():
+        if ctx.view.log_checkpoints and it > 0 and policy.is_dir():
             tracker.log_artifact(policy, f"iter_{it:03d}/policy")
     for png in pngs:
         tracker.log_artifact(png, "plots")
     tracker.log_artifact(paths.summary)
-    with paused():  # the MLflow record of every setting: no output of the stage depends on it
-        tracker.log_text(json.dumps(ctx.cfg.model_dump(mode="json"), indent=2), "params.json")
+    if tracker.settings is not None:  # the run's every setting, as the tracker was opened with them
+        tracker.log_text(json.dumps(tracker.settings, indent=2), "params.json")
     tracker.close("FINISHED")  # the report is the run's last stage; a rerun of a stage reopens it

@@ -9,15 +9,18 @@ here; the counterfactual stage decides what is committed.
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import polars as pl
 
 from skillmaster.agent.generation import prompt_budget
 from skillmaster.agent.prompts import PromptParts, apply_chat_template, fit_prompt
+from skillmaster.config import ModelConfig, ReviewConfig
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import check_collection, load_bank_at, load_policy, write_metrics
 from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import From, StageView
 from skillmaster.tables import REVIEWS, STEPS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
@@ -81,9 +84,21 @@ def review_grammars(trajs: pl.DataFrame, bank) -> list[str]:
     ]
 
 
+class ReviewView(StageView):
+    seed: Annotated[int, From("seed")]
+    env_name: Annotated[str, From("env.name")]
+    model: Annotated[ModelConfig, From("model")]
+    review: Annotated[ReviewConfig, From("review")]
+    top_p: Annotated[float, From("rollout.top_p")]
+    engine: Annotated[str, From("rollout.engine")]
+    """The generation engine the policy is served on."""
+    sft_enabled: Annotated[bool, From("sft.enabled")]
+    """The policy base is ``models/sft``."""
+
+
 CONTRACT = StageContract(
     name="review",
-    settings=("seed", "env.name", "model", "review", "rollout.top_p", "rollout.engine", "sft.enabled"),
+    view=ReviewView,
     reads=lambda w: [
         *w.policy(w.iteration - 1),
         w.paths.bank(w.iteration - 1),
@@ -100,9 +115,10 @@ CONTRACT = StageContract(
 def review_stage(ctx: StageContext) -> dict:
     from skillmaster.skills.tools import review_shares, review_stats, score_review
 
-    cfg, it = ctx.cfg, ctx.iteration
+    view, it = ctx.view, ctx.iteration
+    review = view.review
     out = ctx.paths.reviews(it)
-    if not cfg.review.enabled:
+    if not review.enabled:
         REVIEWS.write(REVIEWS.empty(), out)
         metrics = {"enabled": False, **review_stats([]), **review_shares([], [])}
         write_metrics(ctx, "review", metrics)
@@ -113,26 +129,26 @@ def review_stage(ctx: StageContext) -> dict:
     bank = load_bank_at(ctx, it - 1)
     policy = load_policy(ctx, it - 1)
     # a prompt over the engine's limit is cut from the left after the system text (PROMPT_FIT_RULE)
-    limit = prompt_budget(policy, cfg.review.max_new_tokens)
+    limit = prompt_budget(policy, review.max_new_tokens)
     fitted = [
         fit_prompt(policy.tokenizer, lambda _shown, parts=parts: parts, 0, limit)
         for parts in review_parts(ctx, trajs, steps)
     ]
     prompts = [(text, prefix_chars) for text, prefix_chars, _ in fitted]
     gen_seconds = policy.stats.seconds
-    constrained = constrained_decoding(cfg.review.constrained)
+    constrained = constrained_decoding(review.constrained)
     gens = policy.generate(
         prompts,
-        max_new_tokens=cfg.review.max_new_tokens,
-        temperature=cfg.review.temperature,
-        top_p=cfg.rollout.top_p,
+        max_new_tokens=review.max_new_tokens,
+        temperature=review.temperature,
+        top_p=view.top_p,
         stop="</tool_call>",
-        seeds=[derive_seed(cfg.seed, "review", it, t) for t in trajs["traj_id"]],
+        seeds=[derive_seed(view.seed, "review", it, t) for t in trajs["traj_id"]],
         grammars=review_grammars(trajs, bank) if constrained else None,
     )
     rows = []
     for t, (prompt, prefix_chars), gen in zip(trajs.iter_rows(named=True), prompts, gens, strict=True):
-        outcome = score_review(gen.text, bank, t["category"], cfg.review.shaping)
+        outcome = score_review(gen.text, bank, t["category"], review.shaping)
         rows.append(
             {
                 "iteration": it,
@@ -147,8 +163,8 @@ def review_stage(ctx: StageContext) -> dict:
                 "response_ids": gen.token_ids,
                 "prompt_tokens": gen.prompt_tokens,
                 "response_tokens": len(gen.token_ids),
-                "temperature": cfg.review.temperature,
-                "top_p": cfg.rollout.top_p,
+                "temperature": review.temperature,
+                "top_p": view.top_p,
                 "tool": outcome.tool,
                 "arguments": outcome.arguments_json(),
                 "status": outcome.status,

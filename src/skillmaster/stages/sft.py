@@ -9,26 +9,33 @@ prompt or generation engine, so editing those does not retrain the cold start.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from skillmaster.config import LoraConfig, ModelConfig, SftConfig
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import From, StageView
 from skillmaster.tables import SFT_SAMPLES
+
+
+class SftView(StageView):
+    seed: Annotated[int, From("seed")]
+    sft: Annotated[SftConfig, From("sft")]
+    model: Annotated[ModelConfig, From("model")]
+    # the train.* keys SFT reads (TrainSettings.from_sft): the RL lr or loss leave SFT alone
+    lora: Annotated[LoraConfig, From("train.lora")]
+    weight_decay: Annotated[float, From("train.weight_decay")]
+    micro_batch_tokens: Annotated[int, From("train.micro_batch_tokens")]
+    grad_clip: Annotated[float, From("train.grad_clip")]
+    gradient_checkpointing: Annotated[bool, From("train.gradient_checkpointing")]
+    mixed_precision: Annotated[str, From("train.mixed_precision")]
+    checkpoint_every: Annotated[int, From("train.checkpoint_every")]
+    serving_dtype: Annotated[str, From("train.serving_dtype")]
+
 
 CONTRACT = StageContract(
     name="sft",
-    settings=(
-        "seed",
-        "sft",
-        "model",
-        # the train.* keys SFT reads (TrainSettings.for_sft): the RL lr or loss leave SFT alone
-        "train.lora",
-        "train.weight_decay",
-        "train.micro_batch_tokens",
-        "train.grad_clip",
-        "train.gradient_checkpointing",
-        "train.mixed_precision",
-        "train.checkpoint_every",
-        "train.serving_dtype",
-    ),
+    view=SftView,
     reads=lambda w: [w.paths.base_model, w.paths.sft_data],
     writes=lambda w: [w.paths.sft_model],
     metrics=lambda w: [w.paths.metrics(0, "sft")],
@@ -50,15 +57,15 @@ def sft_stage(ctx: StageContext) -> dict:
     from skillmaster.train.settings import TrainSettings
     from skillmaster.train.trainer import train_on_samples
 
-    cfg, paths = ctx.cfg, ctx.paths
+    view, paths = ctx.view, ctx.paths
     frame = SFT_SAMPLES.read(paths.sft_data)
     samples = build_sft_samples(frame, load_tokenizer(paths.base_model))
-    lora = cfg.train.lora.enabled
+    lora = view.lora.enabled
     scratch = paths.stage_state("sft") / "adapter"
     metrics = train_on_samples(
         samples,
-        TrainSettings.for_sft(cfg, seed=cfg.seed),
-        model_cfg=cfg.model,
+        TrainSettings.from_sft(view.sft, view, seed=view.seed),
+        model_cfg=view.model,
         base_model_dir=paths.base_model,
         init_policy=None,
         out_dir=scratch if lora else paths.sft_model,

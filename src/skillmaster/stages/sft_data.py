@@ -22,9 +22,11 @@ each with the review prompt rendered from the bank it is correct for
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Annotated
 
 import polars as pl
 
+from skillmaster.config import EnvConfig, ReviewConfig, SftConfig, SkillsConfig
 from skillmaster.envs.limits import step_limit
 from skillmaster.errors import ConfigError
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
@@ -39,18 +41,32 @@ from skillmaster.stages.common import (
     suite_of,
 )
 from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import From, StageView
 from skillmaster.tables import SFT_SAMPLES, TRAJECTORIES
 
 REVIEW_TOKEN_MARGIN = 16
 """Every review target is at least this many tokens shorter than ``review.max_new_tokens``."""
 
 
+class SftDataView(StageView):
+    """Named as the config's sections, so ``view.sft.split`` reads as ``sft.split``."""
+
+    seed: Annotated[int, From("seed")]
+    env: Annotated[EnvConfig, From("env")]
+    sft: Annotated[SftConfig, From("sft")]
+    history_length: Annotated[int, From("rollout.history_length")]
+    """With ``max_obs_chars``: how replayed prompts are rendered (as in rollouts)."""
+    max_obs_chars: Annotated[int | None, From("rollout.max_obs_chars")]
+    skills: Annotated[SkillsConfig, From("skills")]
+    review: Annotated[ReviewConfig, From("review")]
+
+
 def _replay(ctx: StageContext, tasks, make_expert, limit: int, prefix: str, desc: str):
     """Play one expert episode per entry of ``tasks`` through the collector; returns (steps, trajectories)."""
     from skillmaster.modeling import load_tokenizer
 
-    cfg = ctx.cfg
-    bank = load_bank_at(ctx, 0) if cfg.skills.enabled else None
+    view = ctx.view
+    bank = load_bank_at(ctx, 0) if view.skills.enabled else None
     episodes = [
         EpisodeSpec(f"{prefix}-{i:04d}", t, i, 0, bank=bank, condition="sft") for i, t in enumerate(tasks)
     ]
@@ -59,7 +75,8 @@ def _replay(ctx: StageContext, tasks, make_expert, limit: int, prefix: str, desc
     def expert(spec: EpisodeSpec, step: int, observation: str, admissible: list[str]) -> str | None:
         return experts[spec.traj_id].reply(observation, admissible)
 
-    settings = RolloutSettings.for_replay(cfg, max_steps=limit)
+    # reads seed, env.name, rollout.history_length and rollout.max_obs_chars (all in the view)
+    settings = RolloutSettings.for_replay(ctx.cfg, max_steps=limit)
     holder = SimpleNamespace(tokenizer=load_tokenizer(ctx.paths.base_model))
     with make_pool(ctx, len(episodes), limit) as pool:
         return collect_episodes(holder, pool, episodes, settings, retriever_of(ctx), expert=expert, desc=desc)
@@ -69,10 +86,10 @@ def walkthrough_kit(ctx: StageContext):
     """The environment's experts, evidence and lessons (its profile's walkthrough kit)."""
     from skillmaster.envs.registry import profile
 
-    kit = profile(ctx.cfg.env.name).walkthrough_kit
+    kit = profile(ctx.view.env.name).walkthrough_kit
     if kit is None:
         raise ConfigError(
-            f"sft.enabled: the cold start replays expert walkthroughs, which env '{ctx.cfg.env.name}' "
+            f"sft.enabled: the cold start replays expert walkthroughs, which env '{ctx.view.env.name}' "
             "does not have; set sft.enabled: false"
         )
     return kit
@@ -81,24 +98,24 @@ def walkthrough_kit(ctx: StageContext):
 def sft_games(ctx: StageContext, split: str, num_games: int | None):
     """The cold start's games (stratified over families) and their walkthroughs."""
     probe = suite_of(ctx)
-    tasks = stratified_tasks(probe.tasks(split), num_games, ctx.cfg.seed)
+    tasks = stratified_tasks(probe.tasks(split), num_games, ctx.view.seed)
     return tasks, {t.task_id: probe.walkthrough(t.task_id, t.split) for t in tasks}
 
 
 def replay_walkthroughs(ctx: StageContext, split: str, num_games: int | None):
     """Play the expert walkthroughs of ``num_games`` games of ``split``; returns (steps, trajectories)."""
-    cfg = ctx.cfg
+    view = ctx.view
     kit = walkthrough_kit(ctx)
     tasks, walkthroughs = sft_games(ctx, split, num_games)
     longest = max((len(w) for w in walkthroughs.values()), default=1)
-    detours = cfg.sft.search_detours
+    detours = view.sft.search_detours
     return _replay(
         ctx,
         tasks,
         lambda e: kit.searching_expert(
-            walkthroughs[e.task.task_id], detours, derive_seed(cfg.seed, "sft", e.traj_id)
+            walkthroughs[e.task.task_id], detours, derive_seed(view.seed, "sft", e.traj_id)
         ),
-        step_limit(cfg, "sft", walkthrough_steps=longest),
+        step_limit(ctx.cfg, "sft", walkthrough_steps=longest),
         "sft",
         "replay walkthroughs",
     )
@@ -110,11 +127,11 @@ def replay_mistakes(ctx: StageContext, split: str, num_games: int | None, per_ga
     (steps, trajectories, the mistake each episode was scripted to make)."""
     import random
 
-    cfg = ctx.cfg
+    view = ctx.view
     kit = walkthrough_kit(ctx)
     games, walkthroughs = sft_games(ctx, split, num_games)
     tasks = [t for t in games for _ in range(per_game)]
-    rng = random.Random(derive_seed(cfg.seed, "sft-mistakes"))
+    rng = random.Random(derive_seed(view.seed, "sft-mistakes"))
     plans = []
     for i, t in enumerate(tasks):
         kinds = kit.mistakes_for(t.family)
@@ -128,9 +145,9 @@ def replay_mistakes(ctx: StageContext, split: str, num_games: int | None, per_ga
             walkthroughs[e.task.task_id],
             plans[e.group_id][0],
             plans[e.group_id][1],
-            derive_seed(cfg.seed, "sft-mistake", e.traj_id),
+            derive_seed(view.seed, "sft-mistake", e.traj_id),
         ),
-        step_limit(cfg, "sft-mistakes", walkthrough_steps=longest),
+        step_limit(ctx.cfg, "sft-mistakes", walkthrough_steps=longest),
         "mis",
         "replay with mistakes",
     )
@@ -151,13 +168,13 @@ def review_targets(
     from skillmaster.skills.retrieval import render_skill_block
     from skillmaster.stages.review import review_prompts
 
-    cfg = ctx.cfg
+    view = ctx.view
     kit = walkthrough_kit(ctx)
     bank0 = load_bank_at(ctx, 0)
     retrieve = retriever_of(ctx)
     suite = suite_of(ctx)
-    window = cfg.review.history_steps
-    budget = cfg.review.max_new_tokens - REVIEW_TOKEN_MARGIN
+    window = view.review.history_steps
+    budget = view.review.max_new_tokens - REVIEW_TOKEN_MARGIN
     by_traj = {key[0]: frame.sort("step") for key, frame in steps.group_by("traj_id")}
     episodes = []
     for t in trajs.iter_rows(named=True):
@@ -177,14 +194,14 @@ def review_targets(
         found.sort(key=lambda f: f.kind != intended.get(t["traj_id"]))  # the scripted mistake first
         if found:
             episodes.append((t, found))
-    kinds = assign_kinds([cfg.sft.reviews_per_episode] * len(episodes))
+    kinds = assign_kinds([view.sft.reviews_per_episode] * len(episodes))
     made, rows, skipped, tokens = Counter(), [], Counter(), []
     findings = Counter(f.kind for _, found in episodes for f in found)
     examples = []
     for (t, found), wanted in zip(episodes, kinds, strict=True):
         for j, kind in enumerate(wanted):
             finding = found[j % len(found)]
-            rng = random.Random(derive_seed(cfg.seed, "sft-review", t["traj_id"], j))
+            rng = random.Random(derive_seed(view.seed, "sft-review", t["traj_id"], j))
 
             def select(bank, t=t):
                 sel = retrieve(bank, t["task_text"], t["category"])
@@ -194,7 +211,7 @@ def review_targets(
                 kind, finding, book=kit.lessons, findings=found, bank=bank0, category=t["category"],
                 family=t["family"], won=t["won"], select=select, rng=rng,
             )  # fmt: skip
-            if ex is None or check_example(ex, t["category"], cfg.review.shaping):
+            if ex is None or check_example(ex, t["category"], view.review.shaping):
                 skipped[kind] += 1
                 continue
             n = len(encode_response(tokenizer, ex.reply)) + 1  # + the end-of-turn token
@@ -240,7 +257,7 @@ def review_targets(
 
 DATA_CONTRACT = StageContract(
     name="sft-data",
-    settings=("seed", "env", "sft", "rollout.history_length", "rollout.max_obs_chars", "skills", "review"),
+    view=SftDataView,
     reads=lambda w: [w.paths.base_model, w.paths.bank(0)],
     writes=lambda w: [w.paths.sft_data],
     metrics=lambda w: [w.paths.metrics(0, "sft_data")],
@@ -253,8 +270,8 @@ def sft_data_stage(ctx: StageContext) -> dict:
     from skillmaster.io import write_json
     from skillmaster.modeling import load_tokenizer
 
-    cfg = ctx.cfg
-    steps, trajs = replay_walkthroughs(ctx, cfg.sft.split, cfg.sft.num_games)
+    view = ctx.view
+    steps, trajs = replay_walkthroughs(ctx, view.sft.split, view.sft.num_games)
     check_env_errors(trajs, "sft-data (walkthrough replay)")
     won = trajs.filter(pl.col("won"))
     won_steps = steps.join(won.select("traj_id", "family"), on="traj_id")
@@ -271,11 +288,11 @@ def sft_data_stage(ctx: StageContext) -> dict:
         for r in won_steps.iter_rows(named=True)
     ]
     metrics: dict = {"games": trajs.height, "walkthroughs_won": won.height}
-    if cfg.sft.review_examples and cfg.review.enabled and won.height:
+    if view.sft.review_examples and view.review.enabled and won.height:
         episodes, episode_steps, intended = won, won_steps.drop("family"), {}
-        if cfg.sft.mistake_episodes:
+        if view.sft.mistake_episodes:
             m_steps, m_trajs, intended = replay_mistakes(
-                ctx, cfg.sft.split, cfg.sft.num_games, cfg.sft.mistake_episodes
+                ctx, view.sft.split, view.sft.num_games, view.sft.mistake_episodes
             )
             episodes = pl.concat([won, m_trajs])
             episode_steps = pl.concat([episode_steps, m_steps])

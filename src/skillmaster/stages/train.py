@@ -15,10 +15,14 @@ episode's score).
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from skillmaster.config import EnvConfig, ModelConfig, TrainConfig
 from skillmaster.io import write_json
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import check_collection, policy_base, policy_dir_at, write_pointer
-from skillmaster.stages.contract import StageContract, section
+from skillmaster.stages.contract import StageContract
+from skillmaster.stages.views import Computing, From, StageView
 from skillmaster.tables import EDITS, REVIEWS, STEPS, TRAJECTORIES
 
 
@@ -26,19 +30,30 @@ def step_progress(ctx: StageContext, steps, trajs):
     """Per-step progress for ``train.progress_reward`` (None when it is off): walkthrough milestones
     reached from each step on (ALFWorld), or, without walkthroughs (WebShop), the episode's own
     [0, 1] score at every step."""
-    if ctx.cfg.train.progress_reward <= 0:
+    if ctx.view.train.progress_reward <= 0:
         return None
     from skillmaster.envs.registry import profile
     from skillmaster.rollout.progress import episode_progress
     from skillmaster.stages.common import suite_of
 
-    kit = profile(ctx.cfg.env.name).walkthrough_kit
+    kit = profile(ctx.view.env.name).walkthrough_kit
     return episode_progress(steps, trajs, suite_of(ctx).walkthrough, kit)[1]
+
+
+class TrainView(StageView):
+    seed: Annotated[int, From("seed")]
+    env: Annotated[EnvConfig, From("env")]
+    model: Annotated[ModelConfig, From("model")]
+    train: Annotated[TrainConfig, Computing("train")]
+    review_enabled: Annotated[bool, From("review.enabled")]
+    """Review advantages take part (the reviews table is read)."""
+    sft_enabled: Annotated[bool, From("sft.enabled")]
+    """The policy base is ``models/sft``."""
 
 
 CONTRACT = StageContract(
     name="train",
-    settings=("seed", "env", "model", *section("train"), "review.enabled", "sft.enabled"),
+    view=TrainView,
     reads=lambda w: [
         *w.policy(w.iteration - 1),
         w.paths.collect_dir(w.iteration),
@@ -59,18 +74,18 @@ def train_stage(ctx: StageContext) -> dict:
     from skillmaster.train.grpo import train_iteration
     from skillmaster.train.resume import iteration_state, prune_states
 
-    cfg, it, paths = ctx.cfg, ctx.iteration, ctx.paths
+    view, it, paths = ctx.view, ctx.iteration, ctx.paths
     previous = policy_dir_at(ctx, it - 1)
-    if not cfg.train.enabled:
+    if not view.train.enabled:
         write_pointer(paths.policy(it), previous)
         metrics = {"enabled": False}
         write_json(paths.metrics(it, "train"), metrics)
         return metrics
     steps, trajs = STEPS.read(paths.steps(it)), TRAJECTORIES.read(paths.trajectories(it))
     check_collection(trajs, steps, paths.collect_dir(it))  # before the model loads
-    states, keep = paths.state / "train-state", cfg.train.keep_states
+    states, keep = paths.state / "train-state", view.train.keep_states
     metrics = train_iteration(
-        cfg,
+        ctx.cfg,  # reads seed, model, train and review.enabled: all in the view
         steps,
         trajs,
         REVIEWS.read(paths.reviews(it)),
@@ -86,6 +101,6 @@ def train_stage(ctx: StageContext) -> dict:
         save_state_to=iteration_state(states, it) if keep else None,
     )
     if PartialState().is_main_process:  # train_iteration already logged these to MLflow
-        prune_states(states, keep, cfg.train.keep_states_every)
+        prune_states(states, keep, view.train.keep_states_every)
         write_json(paths.metrics(it, "train"), {k.removeprefix("train/"): v for k, v in metrics.items()})
     return metrics

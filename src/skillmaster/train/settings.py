@@ -4,9 +4,10 @@ METHOD.md §7) or ``sft.*`` (cold-start SFT, METHOD.md §8), so both use the sam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from skillmaster.algo.losses import PG_LOSSES, LossSettings
-from skillmaster.config import Config, LoraConfig
+from skillmaster.config import Config, LoraConfig, SftConfig
 
 
 @dataclass(frozen=True)
@@ -51,22 +52,32 @@ class TrainSettings:
             lr=t.lr,
             epochs=t.epochs,
             mini_batch_size=t.mini_batch_size,
-            **_shared(cfg, seed),
+            **_shared(t, seed),
         )
 
     @classmethod
     def for_sft(cls, cfg: Config, lr_schedule: str = "linear", seed: int = 0) -> TrainSettings:
         """SFT (METHOD.md §8): NLL, ``sft.epochs``, ``sft.lr`` with ``sft.warmup_ratio`` linear warm-up
         then ``lr_schedule`` (``linear`` decay by default, ``constant_with_warmup`` to hold)."""
+        return cls.from_sft(cfg.sft, cfg.train, lr_schedule, seed)
+
+    @classmethod
+    def from_sft(
+        cls, sft: SftConfig, train: Any, lr_schedule: str = "linear", seed: int = 0
+    ) -> TrainSettings:
+        """:meth:`for_sft` from the ``sft`` section and an object with the ``train.*`` settings SFT
+        shares (``train.lora``, ``weight_decay``, ``micro_batch_tokens``, ``grad_clip``,
+        ``gradient_checkpointing``, ``mixed_precision``, ``checkpoint_every``, ``serving_dtype``):
+        the train section, or the sft stage's view."""
         return cls(
             loss="sft",
             loss_settings=LossSettings(agg="token-mean"),
-            lr=cfg.sft.lr,
-            epochs=cfg.sft.epochs,
-            mini_batch_size=cfg.sft.batch_size,
+            lr=sft.lr,
+            epochs=sft.epochs,
+            mini_batch_size=sft.batch_size,
             lr_schedule=lr_schedule,
-            warmup_ratio=cfg.sft.warmup_ratio,
-            **_shared(cfg, seed),
+            warmup_ratio=sft.warmup_ratio,
+            **_shared(train, seed),
         )
 
     @property
@@ -78,9 +89,8 @@ class TrainSettings:
         return self.policy_gradient and self.loss_settings.kl_coef > 0
 
 
-def _shared(cfg: Config, seed: int) -> dict:
-    """The settings GRPO and SFT both take from ``train.*``: batching, precision, checkpoints, LoRA."""
-    t = cfg.train
+def _shared(t: Any, seed: int) -> dict:
+    """The settings GRPO and SFT both take from ``train.*`` (``t``): batching, precision, checkpoints, LoRA."""
     return {
         "weight_decay": t.weight_decay,
         "micro_batch_tokens": t.micro_batch_tokens,

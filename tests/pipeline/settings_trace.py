@@ -1,10 +1,13 @@
-"""Which settings a piece of code reads: the check behind every stage's declared ``settings``.
+"""Which settings a piece of code reads: the test check behind every stage's view.
 
 :func:`record_settings` watches a :class:`~skillmaster.config.Config` while code runs and collects
 the dotted keys it reads (``rollout.temperature``). A section handed on whole (dumped to JSON for a
 cluster worker, or copied with changes) counts as reading all of its keys, and a copy keeps being
-watched under the same keys. Used by the tests, which run every stage with it and compare what was
-read against the stage's contract.
+watched under the same keys. ``test_flow_loop`` runs every stage with it: a stage resolves its view
+(:mod:`skillmaster.stages.views`) inside the recorded block, so what it reads is its view's settings
+plus whatever it still reads from ``ctx.cfg`` directly, and all of it must be in the view. The
+framework's bookkeeping (opening the MLflow run, the headline split of metric names) happens when
+the stage's context is made, outside the block.
 """
 
 from __future__ import annotations
@@ -15,19 +18,6 @@ from collections.abc import Iterator
 from pydantic import BaseModel
 
 from skillmaster.config import Config, Section, flatten
-
-_PAUSED: list[int] = [0]
-
-
-@contextlib.contextmanager
-def paused() -> Iterator[None]:
-    """Reads inside this block are not recorded: bookkeeping that does not shape a stage's outputs
-    (the MLflow run is named after a hash of all settings)."""
-    _PAUSED[0] += 1
-    try:
-        yield
-    finally:
-        _PAUSED[0] -= 1
 
 
 def declared(key: str, settings: tuple[str, ...] | list[str]) -> bool:
@@ -51,8 +41,6 @@ def record_settings(cfg: Config) -> Iterator[set[str]]:
                 watch(value, f"{at}{name}.")
 
     def everything_under(obj: BaseModel) -> None:
-        if _PAUSED[0]:
-            return
         at = prefix[id(obj)]
         touched.update(at + k for k in flatten(dump(obj)))
 
@@ -68,12 +56,7 @@ def record_settings(cfg: Config) -> Iterator[set[str]]:
     def getattribute(self, name):
         value = get(self, name)
         at = prefix.get(id(self))
-        if (
-            at is not None
-            and not _PAUSED[0]
-            and name in type(self).model_fields
-            and not isinstance(value, BaseModel)
-        ):
+        if at is not None and name in type(self).model_fields and not isinstance(value, BaseModel):
             touched.add(at + name)
         return value
 
