@@ -52,7 +52,11 @@ def review_prompts(tokenizer, bank):
     return out
 
 
-@pytest.fixture(scope="module", params=["hf", "vllm"])
+@pytest.fixture(
+    scope="module",
+    # the transformers engine samples under the grammar minutes slower than vLLM on 2 cores: slow
+    params=[pytest.param("hf", marks=pytest.mark.slow), "vllm"],
+)
 def engine(request, base_model_dir):
     if request.param == "hf":
         pytest.importorskip("xgrammar")  # installed with vLLM

@@ -51,7 +51,7 @@ def store(tmp_path_factory) -> Path:
     tracking = TrackingConfig(experiment=EXPERIMENT)
     # run A: SkillMaster, 2 iterations, report done (success 0.25 → 0.5 → 0.75, bank 10 → 12)
     cfg_a = Config(tracking=tracking, loop={"iterations": 2})
-    ctx_a = StageContext(cfg_a, 2, Paths(root), root)
+    ctx_a = StageContext(cfg_a, 2, Paths(root), root, stage="report")
     summary = [
         {"iteration": it, "eval": eval_metrics(pick, look), "bank": {"total": bank, "general": 3}}
         for it, (pick, look, bank) in enumerate([(0.5, 0.0, 10), (0.5, 0.5, 11), (1.0, 0.5, 12)])

@@ -358,6 +358,7 @@ class Recorder:
 E2E = {"review": {"constrained": False}}  # 16-token replies: free text, no grammar compilation
 
 
+@pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.alfworld
 def test_end_to_end_resumes_and_reports(tmp_path, base_model_dir, alfworld_data):

@@ -30,7 +30,11 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],  # SIGKILL: make test-slow
+    ids=["sigterm", "sigkill"],
+)
 def test_a_killed_stage_leaves_no_engine_process(sig, tmp_path, base_model_dir, alfworld_data):
     params = tiny_params(
         {

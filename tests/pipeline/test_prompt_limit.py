@@ -131,6 +131,7 @@ def test_vllm_shard_shortens_prompts_over_max_model_len_and_ends_its_engine(
     assert set(steps["engine"]) == {"vllm"}
 
 
+@pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_review_prompts_over_max_model_len_are_cut_after_their_system_text(
     tmp_path, base_model_dir, alfworld_data

@@ -77,6 +77,7 @@ def test_dask_shards_give_the_single_process_dataset_greedy(
     assert_same(one_steps, two_steps)
 
 
+@pytest.mark.slow  # the worker-process cluster runs in test_cluster_runners.py
 def test_dask_shards_give_the_single_process_dataset_sampling(
     tmp_path, base_model_dir, alfworld_data, prefect_api, dask_cluster
 ):

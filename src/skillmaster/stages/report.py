@@ -76,7 +76,7 @@ CONTRACT = StageContract(
 
 def primary_eval(ctx: StageContext, eval_metrics: dict[str, Any]) -> dict[str, Any] | None:
     """Metrics of the first eval split, with skills when evaluated, else without."""
-    split = ctx.view.headline_split
+    split = ctx.headline_split
     per_split = eval_metrics.get(split) if split else None
     if not per_split:
         return None
@@ -229,7 +229,7 @@ def log_run(ctx: StageContext, summary: list[dict[str, Any]], pngs: list[Path]) 
     from skillmaster.skills.store import load_bank
 
     tracker, paths = ctx.tracker, ctx.paths
-    split = ctx.view.headline_split
+    split = ctx.headline_split
     for s in summary:
         it = s["iteration"]
         numbers: dict[str, float] = {}
