@@ -30,6 +30,7 @@ from skillmaster.agent.generation import (
     default_seeds,
     finish_reply,
 )
+from skillmaster.agent.greedy import is_greedy
 from skillmaster.agent.tokens import encode_prompt
 from skillmaster.config import ModelConfig
 from skillmaster.errors import ConfigError
@@ -309,7 +310,7 @@ class Policy:
         if any(grammars):
             vocab = self.model.get_output_embeddings().weight.shape[0]
             processors.append(GrammarMask(tok, vocab, grammars))
-        if temperature > 0:  # sampled per row (see RowSeededSampler); greedy otherwise
+        if not is_greedy(temperature):  # sampled per row (see RowSeededSampler); greedy otherwise
             processors.append(RowSeededSampler(seeds, temperature, top_p))
         if processors:
             from transformers import LogitsProcessorList

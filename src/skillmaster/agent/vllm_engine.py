@@ -42,6 +42,7 @@ from skillmaster.agent.generation import (
     default_seeds,
     finish_reply,
 )
+from skillmaster.agent.greedy import is_greedy
 from skillmaster.agent.tokens import encode_prompt
 from skillmaster.config import ModelConfig, VllmConfig
 from skillmaster.errors import ConfigError
@@ -301,8 +302,9 @@ class VllmPolicy:
             SamplingParams(
                 n=1,
                 temperature=temperature,
-                top_p=top_p if temperature > 0 else 1.0,
-                seed=s if temperature > 0 else None,  # greedy needs no generator (seeded rows sample slower)
+                top_p=1.0 if is_greedy(temperature) else top_p,
+                # greedy needs no generator (seeded rows sample slower)
+                seed=None if is_greedy(temperature) else s,
                 max_tokens=max_new_tokens,
                 stop=[stop] if stop else None,
                 include_stop_str_in_output=True,

@@ -30,6 +30,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from skillmaster.agent.greedy import scoring_temperature
 from skillmaster.agent.tokens import encode_prompt, encode_response
 from skillmaster.algo.advantages import get_advantage_fn
 from skillmaster.errors import DataError
@@ -167,7 +168,7 @@ def tokenize_frame(frame: pl.DataFrame, tokenizer) -> list[Sample]:
                 kind=row["kind"],
                 group=int(row["group_id"]),
                 reward=float(row["reward"]),
-                temperature=float(row.get("temperature") or 1.0),  # greedy (0): log-probs at T = 1
+                temperature=scoring_temperature(row.get("temperature")),
             )
         )
     return samples
