@@ -284,7 +284,8 @@ def loop_cmd(
     """Run the configured iterations as a Prefect flow (ephemeral; no server needed).
 
     Stages DVC has up to date are skipped; finished stages are recorded in DVC (dvc status stays
-    clean). --set values are written into params.yaml first, as `dvc exp run -S` does.
+    clean). --set values go to the run overlay overrides.yaml (params.yaml is never rewritten) and
+    replace the last run's overrides.
     """
     from skillmaster.runtime import configure_environment, project_root
 

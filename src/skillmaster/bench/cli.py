@@ -87,3 +87,30 @@ def bench_orchestration_cmd(
         )
     report = run_orchestration_bench(quick, root, model_dir)
     typer.echo(json.dumps(report, indent=2) if json_ else format_orchestration_report(report))
+
+
+@bench_app.command("engines")
+def bench_engines_cmd(
+    quick: QuickOpt = False,
+    json_: JsonOpt = False,
+    model_dir: ModelDirOpt = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-S", help="Setting of both runs: KEY=VALUE (YAML value).")
+    ] = None,
+) -> None:
+    """Engine starts and wall time of a whole run under dvc repro (an engine per stage) against the
+    Prefect flow (one engine per run), on two fresh projects with the same settings."""
+    from skillmaster.bench.engines import format_engines_report, run_engines_bench
+    from skillmaster.config import sets_to_dict
+    from skillmaster.errors import ModelError
+    from skillmaster.runtime import configure_environment, project_root
+
+    root = project_root()
+    configure_environment(root)
+    model_dir = model_dir or root / "models" / "base"
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(
+            f"{model_dir} holds no prepared model; run `skillmaster model prepare` or pass --model-dir"
+        )
+    report = run_engines_bench(quick, root, model_dir, sets_to_dict(set_ or []))
+    typer.echo(json.dumps(report, indent=2) if json_ else format_engines_report(report))

@@ -1,0 +1,108 @@
+"""``skillmaster bench engines``: what starting a generation engine per stage costs a whole run.
+
+Two fresh projects (:mod:`skillmaster.orchestration.project`) get the same settings (the default
+profile as ``make run`` has it, or ``--quick``: every stage of two iterations at minimal sizes) and
+the same prepared base model, and each runs the whole pipeline from scratch:
+
+- **dvc repro** (the baseline, what ``make run`` does): each stage is its own process, so every
+  generating stage starts its own engine.
+- **flow** (``skillmaster loop``): the same stages in one process sharing one engine, which loads
+  each new policy's weights in place.
+
+Both run the same work with the same seeds. Reported: each side's engine starts and their seconds
+(read from the stages' ``generation`` metrics: one engine has one start time, so distinct start
+times count engines), wall time, and the flow / dvc repro wall ratio. The difference in wall time
+is the engine starts saved plus machine noise; the start seconds are the part that is not noise.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from skillmaster.config import deep_merge
+from skillmaster.orchestration.project import make_project, run_tool
+from skillmaster.paths import Paths
+
+QUICK = {
+    "model": {"dtype": "float32", "device": "cpu"},
+    "env": {"max_steps": 3},
+    "rollout": {"engine": "vllm", "num_tasks": 1, "group_size": 2, "max_new_tokens": 16, "num_workers": 1},
+    "review": {"max_new_tokens": 24},
+    "counterfactual": {"probes_per_edit": 1, "max_edits": 1},
+    "train": {"max_samples": 4},
+    "sft": {"enabled": True, "num_games": 1, "epochs": 1, "search_detours": 0, "reviews_per_episode": 1},
+    "eval": {"limit": 2},
+    "loop": {"iterations": 2},
+}
+SIDES = {
+    "dvc repro": [["skillmaster", "pipeline", "write"], ["dvc", "repro"]],
+    "flow": [["skillmaster", "loop"]],
+}
+
+
+def engine_starts(metrics_dir: Path) -> tuple[int, float]:
+    """Engines started over a run and their seconds, from every stage's ``generation`` counters.
+    The counters are an engine's whole life (in the flow one engine spans several stages), so an
+    engine is counted once by its start time."""
+    starts: dict[float, int] = {}
+    for path in sorted(metrics_dir.rglob("*.json")):
+        gen = json.loads(path.read_text()).get("generation")
+        if isinstance(gen, dict) and gen.get("engine_starts"):
+            starts[round(float(gen["engine_start_seconds"]), 6)] = int(gen["engine_starts"])
+    return sum(starts.values()), sum(starts)
+
+
+def run_side(root: Path, commands: list[list[str]], timeout: float) -> dict[str, Any]:
+    start = time.perf_counter()
+    for cmd in commands:
+        run_tool(cmd, root, timeout=timeout)
+    wall = time.perf_counter() - start
+    starts, seconds = engine_starts(Paths(root).summary.parent)
+    return {
+        "wall_seconds": round(wall, 1),
+        "engine_starts": starts,
+        "engine_start_seconds": round(seconds, 1),
+    }
+
+
+def run_engines_bench(
+    quick: bool, source: Path, model_dir: Path, overrides: dict[str, Any], timeout: float = 6 * 3600
+) -> dict[str, Any]:
+    """Run both sides, one after the other, on fresh projects under a temporary folder."""
+    settings = deep_merge(QUICK if quick else {}, overrides)
+    sides = {}
+    with tempfile.TemporaryDirectory(prefix="skillmaster-bench-engines-") as tmp:
+        for i, (name, commands) in enumerate(SIDES.items()):
+            root = Path(tmp) / f"side{i}"
+            make_project(root, source, model_dir, settings)
+            sides[name] = run_side(root, commands, timeout)
+    base, flow = sides["dvc repro"], sides["flow"]
+    return {
+        "profile": "quick (every stage, 2 iterations, minimal sizes)"
+        if quick
+        else "params.yaml as make run uses it",
+        "overrides": overrides,
+        "sides": sides,
+        "wall_ratio": round(flow["wall_seconds"] / base["wall_seconds"], 4),
+        "start_seconds_saved": round(base["engine_start_seconds"] - flow["engine_start_seconds"], 1),
+        "start_share_of_dvc_repro": round(base["engine_start_seconds"] / base["wall_seconds"], 4),
+    }
+
+
+def format_engines_report(r: dict[str, Any]) -> str:
+    lines = [f"bench engines ({r['profile']})"]
+    for name, s in r["sides"].items():
+        label = "dvc repro (baseline)" if name == "dvc repro" else "flow, one engine"
+        lines.append(
+            f"  {label:22s} {s['wall_seconds']:8.1f} s wall   {s['engine_starts']:3d} engine starts "
+            f"({s['engine_start_seconds']:.1f} s)"
+        )
+    lines.append(
+        f"  wall ratio flow / dvc repro {r['wall_ratio']:.3f}; engine starts were "
+        f"{r['start_share_of_dvc_repro']:.1%} of the dvc repro run ({r['start_seconds_saved']:.1f} s saved by one engine)"
+    )
+    return "\n".join(lines)
