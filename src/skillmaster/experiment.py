@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -184,60 +183,6 @@ def _resolved(argv: Sequence[str]) -> list[str]:
     that is not activated is not on PATH), else from PATH."""
     sibling = Path(sys.executable).parent / argv[0]
     return [str(sibling) if argv[0] in ("dvc", "skillmaster") and sibling.exists() else argv[0], *argv[1:]]
-
-
-def experiment_ref(name: str, root: Path) -> str:
-    """The git ref of the newest DVC experiment called ``name`` (DVC keeps them under ``refs/exps``)."""
-    listed = subprocess.run(
-        ["git", "for-each-ref", "--sort=-creatordate", "--format=%(refname)", "refs/exps"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    refs = [r for r in listed.stdout.split() if r.rsplit("/", 1)[-1] == name]
-    refs = [r for r in refs if not r.startswith(("refs/exps/apply/", "refs/exps/exec/"))]
-    if listed.returncode != 0 or not refs:
-        raise ConfigError(f"no DVC experiment named '{name}' in {root} (see `dvc exp list --all-commits`)")
-    return refs[0]
-
-
-def checkout_outputs(name: str, root: Path) -> None:
-    """Put DVC experiment ``name``'s outputs (its ``dvc.lock``, then ``dvc checkout`` from DVC's cache,
-    and its committed ``metrics/`` and ``plots/``) into the workspace, leaving code and ``params.yaml`` as
-    they are. ``dvc exp apply`` brings back the experiment's whole commit, so after a code change it
-    would put the experiment's code back too."""
-    from skillmaster.io import atomic_write_text
-
-    ref = experiment_ref(name, root)
-    lock = subprocess.run(
-        ["git", "show", f"{ref}:dvc.lock"], cwd=root, capture_output=True, text=True, check=False
-    )
-    if lock.returncode != 0:
-        raise DataError(f"DVC experiment '{name}' ({ref}) has no dvc.lock: it did not finish")
-    atomic_write_text(root / "dvc.lock", lock.stdout)
-    done = subprocess.run([*_resolved(["dvc"]), "checkout", "--force", "--quiet"], cwd=root, check=False)
-    if done.returncode != 0:
-        raise DataError(
-            f"dvc checkout of experiment '{name}' failed (exit code {done.returncode}); "
-            "its outputs may be missing from DVC's cache"
-        )
-    # The `cache: false` outputs (metrics/, plots/) are not in DVC's cache but in the experiment's commit.
-    for folder in ("metrics", "plots"):
-        listed = subprocess.run(
-            ["git", "ls-tree", "--name-only", ref, folder],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if listed.returncode == 0 and listed.stdout.strip():
-            shutil.rmtree(root / folder, ignore_errors=True)  # no files of another run left beside them
-            restored = subprocess.run(
-                ["git", "restore", f"--source={ref}", "--worktree", "--", folder], cwd=root, check=False
-            )
-            if restored.returncode != 0:
-                raise DataError(f"git could not restore {folder}/ of experiment '{name}' ({ref})")
 
 
 def run_plan(steps: Sequence[Step], *, params: Path, out: Path, echo=print) -> None:

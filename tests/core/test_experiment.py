@@ -228,7 +228,7 @@ def test_pipeline_outputs_brings_back_an_experiments_outputs_but_not_its_code(tm
     import subprocess
 
     from skillmaster.cli import app
-    from skillmaster.experiment import checkout_outputs
+    from skillmaster.orchestration.dvc import checkout_outputs
 
     monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site"))
     root = tmp_path / "proj"

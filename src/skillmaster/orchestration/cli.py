@@ -52,7 +52,7 @@ def outputs_cmd(
 ) -> None:
     """Put a DVC experiment's outputs (models, data, metrics) into the workspace from DVC's cache,
     leaving code and params.yaml as they are (`dvc exp apply` also brings back the experiment's code)."""
-    from skillmaster.experiment import checkout_outputs
+    from skillmaster.orchestration.dvc import checkout_outputs
     from skillmaster.runtime import project_root
 
     root = project_root()
