@@ -158,7 +158,7 @@ def check_options(o: Options) -> None:
             )
 
 
-OPERATIONAL = ("rollout.vllm", "rollout.num_workers", "model.num_threads")
+OPERATIONAL = ("rollout.vllm", "rollout.num_workers", "model.num_threads", "counterfactual.probe_chunk")
 """Settings that change how fast the experiment runs, not what it measures (left out of the design)."""
 SETTINGS_SECTIONS = {"seed", "model", "env", "rollout", "skills", "review", "counterfactual", "sft", "train", "eval"}  # fmt: skip
 
@@ -206,6 +206,22 @@ def _added_since(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
     if key in new and key not in old:
         return True
     return key in new.get("settings", {}) and key not in old.get("settings", {}) and key not in old
+
+
+def design_in_force(folder: Path, design: dict[str, Any]) -> dict[str, Any]:
+    """The design a run in ``folder`` goes on with: the stored one when ``design`` differs from it
+    only by settings or arguments the code gained since (so the run keeps its hash, and its kept
+    evaluation chunks, whatever the code adds); else ``design`` (:func:`check_design` refuses an
+    incompatible one)."""
+    from skillmaster.io import read_json
+
+    stored = folder / "design.json"
+    if not stored.is_file():
+        return design
+    old = read_json(stored, "bank-experiment design")
+    if all(_added_since(k, old, design) for k in design_differences(old, design)):
+        return old
+    return design
 
 
 def check_design(folder: Path, design: dict[str, Any], what: str) -> None:
@@ -371,7 +387,7 @@ class BankExperiment:
         self.work, self.out = work.resolve(), out
         self.paths = Paths(self.work)
         self.base_model = (base_model or root / "models" / "base").resolve()
-        self.design = design_of(o, cfg, root)
+        self.design = design_in_force(self.work, design_of(o, cfg, root))
         self.hash = design_hash(self.design)
         self.configs = phase_configs(cfg, o, root)
         self.games = eval_games(self.configs["eval"], o, root)  # a missing split fails before any work

@@ -327,6 +327,11 @@ class CounterfactualConfig(Section):
     probe_temperature: float | None = Field(default=None, ge=0.0)
     """Sampling temperature of probe episodes (None = ``rollout.temperature``, as before; 0 =
     greedy). Not in the paper."""
+    probe_chunk: int | None = Field(default=None, ge=1)
+    """Probe episodes played this many at a time (None = all in one batch). Each finished chunk is
+    kept under ``.skillmaster/resume/`` until the stage completes, so a killed stage resumes at its
+    first unfinished chunk. Every episode samples from its own stream, so the chunk size changes no
+    episode: an execution setting (no DVC param)."""
     probe_pool: int | None = Field(default=None, ge=1)
     """Draw probes from a fixed pool per task family instead of the whole training split (None =
     the whole split, METHOD.md §6): this many training games per family (per category on WebShop),

@@ -27,6 +27,7 @@ from skillmaster.bank_experiment import (
     build_banks,
     check_design,
     check_options,
+    design_in_force,
     phases_of,
     resolve_arms,
     resolve_families,
@@ -237,6 +238,10 @@ def test_changed_design_is_refused(tmp_path):
     changed = {"probes": 32, "settings": {"seed": 0, "env.max_steps": 50}}
     with pytest.raises(ConfigError, match=r"another design \(probes, env.max_steps differ\)"):
         check_design(tmp_path, changed, "--work")
+    # the run goes on under its stored design (and hash): kept chunks stay valid as the code grows
+    assert design_in_force(tmp_path, grown) == design
+    assert design_in_force(tmp_path, changed) == changed
+    assert design_in_force(tmp_path / "new", grown) == grown
 
 
 def test_adding_an_arm_keeps_the_design(tmp_path):

@@ -162,29 +162,39 @@ def trajectory_row(ep, won: bool) -> dict:
     }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gate")
-    cfg = Config.model_validate(deep_merge(read_yaml(REPO / "params.yaml"), SETTINGS))
+def scripted_collect(policy, pool, episodes, settings, retriever=None, **kwargs):
+    rows = [
+        trajectory_row(ep, scripted_outcome(ep.seed_key, ep.traj_id.rsplit("-", 1)[1])) for ep in episodes
+    ]
+    return STEPS.empty(), TRAJECTORIES.from_rows(rows)
+
+
+def run_gate(root: Path, settings: dict, collect) -> tuple[Config, Paths, dict]:
+    """The real counterfactual stage on the synthetic reviews, episodes played by ``collect``."""
+    cfg = Config.model_validate(deep_merge(read_yaml(REPO / "params.yaml"), settings))
     paths = Paths(root)
-    save_bank(BANK, paths.bank(0))
-    REVIEWS.write(REVIEWS.from_rows(review_rows()), paths.reviews(IT))
-    seen: dict = {}
-
-    def fake_collect(policy, pool, episodes, settings, retriever=None, **kwargs):
-        seen["episodes"], seen["settings"] = list(episodes), settings
-        rows = [
-            trajectory_row(ep, scripted_outcome(ep.seed_key, ep.traj_id.rsplit("-", 1)[1])) for ep in episodes
-        ]
-        return STEPS.empty(), TRAJECTORIES.from_rows(rows)
-
+    if not paths.bank(0).is_file():
+        save_bank(BANK, paths.bank(0))
+        REVIEWS.write(REVIEWS.from_rows(review_rows()), paths.reviews(IT))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cf_stage, "collect_episodes", fake_collect)
+        mp.setattr(cf_stage, "collect_episodes", collect)
         mp.setattr(cf_stage, "load_policy", lambda ctx, it: None)
         mp.setattr(cf_stage, "make_pool", lambda *a, **k: contextlib.nullcontext())
         res = Resources()
         res.suites = EverySuite()
         metrics = run_stage("counterfactual", cfg, IT, root=root, resources=res)
+    return cfg, paths, metrics
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    seen: dict = {}
+
+    def fake_collect(policy, pool, episodes, settings, retriever=None, **kwargs):
+        seen["episodes"], seen["settings"] = list(episodes), settings
+        return scripted_collect(policy, pool, episodes, settings)
+
+    cfg, paths, metrics = run_gate(tmp_path_factory.mktemp("gate"), SETTINGS, fake_collect)
     return cfg, paths, metrics, seen
 
 
@@ -305,3 +315,35 @@ def test_frame_columns_are_the_schemas(run):
     _, paths, _, _ = run
     assert EDITS.read(paths.edits(IT)).columns == list(EDITS.columns)
     assert pl.read_parquet(paths.placebos(IT)).columns == list(PLACEBOS.columns)
+
+
+def test_probe_chunks_play_each_episode_once_and_a_killed_stage_resumes(tmp_path, run):
+    """``probe_chunk``: the probes are played in chunks; a stage killed after two chunks reruns
+    only the others, and the tables equal those of the one-batch run."""
+    _, paths, _, seen = run
+    chunk, calls = 1000, []
+
+    def killed_after_two(policy, pool, episodes, settings, retriever=None, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append([e.traj_id for e in episodes])
+        return scripted_collect(policy, pool, episodes, settings)
+
+    settings = deep_merge(SETTINGS, {"counterfactual": {"probe_chunk": chunk}})
+    with pytest.raises(KeyboardInterrupt):
+        run_gate(tmp_path, settings, killed_after_two)
+    state = Paths(tmp_path).stage_state("counterfactual", IT)
+    assert len(list(state.glob("chunk_*/COMPLETE"))) == 2
+
+    def resumed(policy, pool, episodes, settings, retriever=None, **kwargs):
+        calls.append([e.traj_id for e in episodes])
+        return scripted_collect(policy, pool, episodes, settings)
+
+    _, chunked, metrics = run_gate(tmp_path, settings, resumed)
+    n = len(seen["episodes"])
+    assert len(calls) == -(-n // chunk) and all(len(c) <= chunk for c in calls)
+    assert [t for c in calls for t in c] == [e.traj_id for e in seen["episodes"]]  # each once, in order
+    assert EDITS.read(chunked.edits(IT)).equals(EDITS.read(paths.edits(IT)))
+    assert PLACEBOS.read(chunked.placebos(IT)).equals(PLACEBOS.read(paths.placebos(IT)))
+    assert not state.exists()  # the kept chunks end with the stage
+    assert metrics["edits_committed"] == run[2]["edits_committed"]

@@ -18,12 +18,14 @@ scored in the same batch: B against B' = B or B plus a skill that gives no advic
 control none), or one placebo against a second, different placebo of the same size and place
 (control placebo). How often the commit rule fires on them is the measured false-commit rate
 (``false_commit_rate``, reported beside ``alpha``).
-All probe episodes of all edits and placebos run in one lock-step batch.
+All probe episodes of all edits and placebos run in one lock-step batch, or
+``counterfactual.probe_chunk`` at a time with each finished chunk kept for a resume.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -39,6 +41,7 @@ from skillmaster.config import (
 )
 from skillmaster.errors import DataError
 from skillmaster.io import atomic_dir
+from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
 from skillmaster.skills.bank import GENERAL, Bank, Edit, Skill, apply_edit, apply_edit_detailed, find_skill
@@ -50,6 +53,7 @@ from skillmaster.stages.common import (
     load_policy,
     make_pool,
     retriever_of,
+    shard_slices,
     stratified_tasks,
     suite_of,
     write_metrics,
@@ -253,7 +257,8 @@ class CounterfactualView(StageView):
     skills: Annotated[SkillsConfig, From("skills")]
     review_enabled: Annotated[bool, From("review.enabled")]
     """An empty reviews table is an error."""
-    counterfactual: Annotated[CounterfactualConfig, From("counterfactual")]
+    counterfactual: Annotated[CounterfactualConfig, Computing("counterfactual")]
+    """All of it; ``probe_chunk`` (how the probes are batched) is an execution setting."""
     sft_enabled: Annotated[bool, From("sft.enabled")]
     """The policy base is ``models/sft``, and the cold start's games leave the probe pools."""
     sft_num_games: Annotated[int, From("sft.num_games")]
@@ -418,8 +423,9 @@ def probe_settings(ctx: StageContext) -> RolloutSettings:
 
 
 def run_probes(ctx: StageContext, plan: list[Contrast]) -> ProbeRuns:
-    """Play every probe of every contrast in ``plan`` with both banks in one batch
-    (:func:`probe_episodes`), and score each run (:func:`run_scores`)."""
+    """Play every probe of every contrast in ``plan`` with both banks (:func:`probe_episodes`), in
+    one batch or ``counterfactual.probe_chunk`` at a time (:func:`play_probe_chunk`), and score each
+    run (:func:`run_scores`)."""
     view, it = ctx.view, ctx.iteration
     by_id = {t.task_id: t for t in suite_of(ctx).tasks(view.env.train_split)}
     episodes = probe_episodes(plan, by_id, it, view.counterfactual.paired)
@@ -428,12 +434,50 @@ def run_probes(ctx: StageContext, plan: list[Contrast]) -> ProbeRuns:
     else:
         settings = probe_settings(ctx)
         policy = load_policy(ctx, it - 1)
-        with make_pool(ctx, len(episodes), settings.max_steps) as pool:
-            steps, trajs = collect_episodes(
-                policy, pool, episodes, settings, retriever_of(ctx), desc=f"probes it{it}"
-            )
-        check_env_errors(trajs, f"counterfactual probes (iteration {it})")
+        chunk = view.counterfactual.probe_chunk
+        slices = shard_slices(len(episodes), -(-len(episodes) // chunk) if chunk else 1)
+        parts = [
+            play_probe_chunk(ctx, policy, episodes[r.start : r.stop], settings, k, len(slices))
+            for k, r in enumerate(slices)
+        ]
+        steps, trajs = pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts])
     return ProbeRuns(steps, trajs, run_scores(ctx, steps, trajs))
+
+
+def chunk_key(episodes: list[EpisodeSpec], settings: RolloutSettings) -> str:
+    """A digest of what a chunk plays (its episodes, their tasks, banks and sampling streams, and the
+    probe settings): a kept chunk is reused only for the very same episodes. The policy is not in
+    it: the kept chunks end with the stage, as collect's shards do."""
+    import hashlib
+    import json
+
+    rows = [
+        [e.traj_id, e.task.task_id, e.condition, e.probe_of, e.probe, e.seed_key,
+         e.bank.model_dump_json() if e.bank is not None else None]
+        for e in episodes
+    ]  # fmt: skip
+    return hashlib.sha256(json.dumps([rows, repr(settings)]).encode()).hexdigest()[:12]
+
+
+def play_probe_chunk(
+    ctx: StageContext, policy, episodes: list[EpisodeSpec], settings: RolloutSettings, k: int, n: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Chunk ``k`` of ``n``: read from ``.skillmaster/resume/`` when a killed run finished it, else
+    played (and kept there when there are several chunks)."""
+    it = ctx.iteration
+    kept = ctx.paths.stage_state("counterfactual", it) / f"chunk_{k:03d}_{chunk_key(episodes, settings)}"
+    if (kept / COMPLETE_MARKER).is_file():
+        return STEPS.read(kept / "steps.parquet"), TRAJECTORIES.read(kept / "trajectories.parquet")
+    desc = f"probes it{it}" + (f" {k + 1}/{n}" if n > 1 else "")
+    with make_pool(ctx, len(episodes), settings.max_steps) as pool:
+        steps, trajs = collect_episodes(policy, pool, episodes, settings, retriever_of(ctx), desc=desc)
+    check_env_errors(trajs, f"counterfactual probes (iteration {it})")  # a failed chunk is not kept
+    if n > 1:
+        with atomic_dir(kept) as tmp:
+            STEPS.write(steps, tmp / "steps.parquet")
+            TRAJECTORIES.write(trajs, tmp / "trajectories.parquet")
+            (tmp / COMPLETE_MARKER).write_text("ok\n")
+    return steps, trajs
 
 
 def run_scores(ctx: StageContext, steps: pl.DataFrame, trajs: pl.DataFrame) -> dict[str, float]:
@@ -678,6 +722,7 @@ def counterfactual_stage(ctx: StageContext) -> dict:
 
     write_tables(ctx, edits, placebos, runs)
     save_bank(new_bank, ctx.paths.bank(it))  # atomic; the bank it replaces is kept (.prev.json)
+    shutil.rmtree(ctx.paths.stage_state("counterfactual", it), ignore_errors=True)  # the kept chunks
     metrics = stage_metrics(ctx, plan, runs, edits, scored_edits, decisions, placebos, new_bank)
     write_metrics(ctx, "counterfactual", metrics)
     return metrics

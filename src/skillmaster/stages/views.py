@@ -37,6 +37,7 @@ EXECUTION_SETTINGS = (
     "rollout.max_batch_size",
     "rollout.prefix_reuse",
     "rollout.vllm",
+    "counterfactual.probe_chunk",
     "model.num_threads",
     "train.checkpoint_every",
     "train.keep_states_every",
@@ -45,7 +46,8 @@ EXECUTION_SETTINGS = (
     "tracking",
 )
 """Settings that decide how a stage runs, never what it computes: worker and thread counts, batch
-chunking and prefix caching (replies depend on the prompt and seed alone, tested), engine memory,
+chunking and prefix caching (replies depend on the prompt and seed alone, tested), probe chunks
+(each episode samples from its own stream), engine memory,
 checkpoint spacing, which older training states are kept, the task runner and shards (a shard plays the same episodes anywhere, tested),
 MLflow. They are no DVC params, so changing them reruns nothing; a stage need not declare them."""
 
