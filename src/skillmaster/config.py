@@ -331,7 +331,8 @@ class CounterfactualConfig(Section):
     """Probe episodes played this many at a time (None = all in one batch). Each finished chunk is
     kept under ``.skillmaster/resume/`` until the stage completes, so a killed stage resumes at its
     first unfinished chunk. Every episode samples from its own stream, so the chunk size changes no
-    episode: an execution setting (no DVC param)."""
+    episode (on vLLM a different batch may change a logit's last bits, as ``rollout.max_batch_size``
+    may): an execution setting (no DVC param)."""
     probe_pool: int | None = Field(default=None, ge=1)
     """Draw probes from a fixed pool per task family instead of the whole training split (None =
     the whole split, METHOD.md §6): this many training games per family (per category on WebShop),
