@@ -6,7 +6,8 @@ as overrides: 1 task x 2 rollouts, 3 steps, 1 eval game), waits for it, then sav
 headless Chromium (Debian's `chromium`) into docs/screenshots/: the MLflow runs table with the
 headline metric columns, the deployment with its upcoming scheduled runs, the flow run's logs and
 a stage's metrics artifact. Needs `make install data` and models/base (`make run` prepares it, or
-`skillmaster model prepare`). About 5 minutes on 2 cores.
+`skillmaster model prepare`). About 5 minutes on 2 cores. `--deployment-only` retakes just the
+deployment's screenshot (no flow run, under a minute).
 """
 
 from __future__ import annotations
@@ -124,7 +125,36 @@ def mlflow_runs_table(page, url: str, columns: list[str]) -> None:
     print(f"  docs/screenshots/mlflow-runs.png  <- {url} (columns {', '.join(columns)})")
 
 
+def scheduled_run(api: str, deployment_id: str):
+    """The deployment's first upcoming scheduled run, once the scheduler has made it (else None)."""
+    runs = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={
+            "flow_runs": {
+                "deployment_id": {"any_": [deployment_id]},
+                "state": {"type": {"any_": ["SCHEDULED"]}},
+            },
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": 1,
+        },
+    ).json()
+    return runs[0] if runs else None
+
+
+def shoot_deployment(page, prefect: str, api: str, dep: dict) -> None:
+    """The deployment's Upcoming tab once its first scheduled run is listed (by name), not just
+    counted."""
+    upcoming = wait_for("a scheduled run", lambda: scheduled_run(api, dep["id"]), 180)
+    shoot(
+        page,
+        f"{prefect}/deployments/deployment/{dep['id']}?tab=Upcoming",
+        "prefect-deployment",
+        upcoming["name"],
+    )
+
+
 def main() -> None:
+    deployment_only = "--deployment-only" in sys.argv[1:]
     if not (REPO / "models" / "base").is_dir():
         raise SystemExit(
             "ui-check: models/base is missing; run `make run` or `skillmaster model prepare` first"
@@ -161,6 +191,15 @@ def main() -> None:
             lambda: (httpx.post(f"{api}/deployments/filter", json={}).json() or [None])[0],
             120,
         )
+        if deployment_only:
+            pw, chrome = browser()
+            try:
+                page = chrome.new_page(viewport={"width": 1500, "height": 950})
+                shoot_deployment(page, f"http://127.0.0.1:{pport}", api, dep)
+            finally:
+                chrome.close()
+                pw.stop()
+            return
         run = httpx.post(
             f"{api}/deployments/{dep['id']}/create_flow_run", json={"parameters": {"overrides": TINY}}
         ).json()
@@ -200,12 +239,8 @@ def main() -> None:
                 ],
             )
             prefect = f"http://127.0.0.1:{pport}"
-            shoot(
-                page,
-                f"{prefect}/deployments/deployment/{dep['id']}?tab=Upcoming",
-                "prefect-deployment",
-                "Scheduled",
-            )
+            page.set_viewport_size({"width": 1500, "height": 950})
+            shoot_deployment(page, prefect, api, dep)
             page.set_viewport_size({"width": 1500, "height": 1300})  # the logs
             shoot(
                 page,
