@@ -192,6 +192,7 @@ def main() -> None:
             120,
         )
         if deployment_only:
+            OUT.mkdir(parents=True, exist_ok=True)
             pw, chrome = browser()
             try:
                 page = chrome.new_page(viewport={"width": 1500, "height": 950})

@@ -200,12 +200,35 @@ def design_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def setting_default(key: str) -> Any:
+    """The code's default of dotted setting ``key`` (as ``model_dump(mode="json")`` gives it)."""
+    from pydantic import BaseModel
+
+    model: Any = Config
+    *sections, leaf = key.split(".")
+    for name in sections:
+        model = model.model_fields[name].annotation
+    field = model.model_fields[leaf]
+    value = field.get_default(call_default_factory=True)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
 def _added_since(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """A key the stored design lacks: an argument or setting added to the code after the run
-    started (at its default, which keeps the old behaviour); it does not make another design."""
+    """A key the stored design lacks, at its default: an argument or setting added to the code after
+    the run started, which keeps the old behaviour; it does not make another design. Set away from
+    its default it does."""
+    from dataclasses import fields
+
     if key in new and key not in old:
-        return True
-    return key in new.get("settings", {}) and key not in old.get("settings", {}) and key not in old
+        default = {f.name: f.default for f in fields(Options)}.get(key)
+        return new[key] == (list(default) if isinstance(default, tuple) else default)
+    settings = new.get("settings", {})
+    if key in settings and key not in old.get("settings", {}) and key not in old:
+        try:
+            return settings[key] == setting_default(key)
+        except (KeyError, AttributeError):
+            return False
+    return False
 
 
 def design_in_force(folder: Path, design: dict[str, Any]) -> dict[str, Any]:

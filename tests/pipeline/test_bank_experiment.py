@@ -233,8 +233,13 @@ def test_changed_design_is_refused(tmp_path):
     check_design(tmp_path, design, "--work")
     check_design(tmp_path, dict(design), "--work")  # the same design resumes
     # a setting the code gained after the run started (at its default) resumes the same run
-    grown = {"probes": 16, "settings": {"seed": 0, "env.max_steps": 30, "train.keep_states": 2}}
+    grown = {"probes": 16, "settings": {"seed": 0, "env.max_steps": 30, "train.keep_states": 1}}
     check_design(tmp_path, grown, "--work")
+    # ... but set away from its default it measures something else
+    set_away = {"probes": 16, "settings": {"seed": 0, "env.max_steps": 30, "train.keep_states": 2}}
+    with pytest.raises(ConfigError, match=r"another design \(train.keep_states differ\)"):
+        check_design(tmp_path, set_away, "--work")
+    assert design_in_force(tmp_path, set_away) == set_away
     changed = {"probes": 32, "settings": {"seed": 0, "env.max_steps": 50}}
     with pytest.raises(ConfigError, match=r"another design \(probes, env.max_steps differ\)"):
         check_design(tmp_path, changed, "--work")

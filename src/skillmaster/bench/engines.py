@@ -9,10 +9,13 @@ the same prepared base model, and each runs the whole pipeline from scratch:
 - **flow** (``skillmaster loop``): the same stages in one process sharing one engine, which loads
   each new policy's weights in place.
 
-Both run the same work with the same seeds. Reported: each side's engine starts and their seconds
-(read from the stages' ``generation`` metrics: one engine has one start time, so distinct start
-times count engines), wall time, and the flow / dvc repro wall ratio. The difference in wall time
-is the engine starts saved plus machine noise; the start seconds are the part that is not noise.
+Both run the same work with the same seeds, on vLLM (the bench refuses a run that started none) and
+the sequential task runner (a Dask or Ray shard's engine writes no stage metrics), without Prefect
+retries. Reported: each side's engine starts and their seconds (read from the stages'
+``generation`` metrics: one engine has one start time, so distinct start times count engines),
+wall time, and the flow / dvc repro wall ratio. The start seconds are the measured part of the
+difference in wall time; the rest (per-process start-up, model loads, machine noise) is not
+broken down.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def run_engines_bench(
     quick: bool, source: Path, model_dir: Path, overrides: dict[str, Any], timeout: float = 6 * 3600
 ) -> dict[str, Any]:
     """Run both sides, one after the other, on fresh projects under a temporary folder."""
-    settings = deep_merge(QUICK if quick else {}, overrides)
+    fixed = {"rollout": {"engine": "vllm"}, "orchestration": {"task_runner": "sequential", "retries": 0}}
+    settings = deep_merge(deep_merge(QUICK if quick else {}, overrides), fixed)
     sides = {}
     with tempfile.TemporaryDirectory(prefix="skillmaster-bench-engines-") as tmp:
         for i, (name, commands) in enumerate(SIDES.items()):
@@ -81,6 +85,8 @@ def run_engines_bench(
             make_project(root, source, model_dir, settings)
             sides[name] = run_side(root, commands, timeout)
     base, flow = sides["dvc repro"], sides["flow"]
+    if not base["engine_starts"]:
+        raise RuntimeError("bench engines: the dvc repro run started no vLLM engine; is vLLM installed?")
     return {
         "profile": "quick (every stage, 2 iterations, minimal sizes)"
         if quick

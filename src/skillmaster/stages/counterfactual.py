@@ -48,6 +48,7 @@ from skillmaster.skills.bank import GENERAL, Bank, Edit, Skill, apply_edit, appl
 from skillmaster.skills.tools import EDIT_STATUSES
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
+    MAX_ENV_ERROR_SHARE,
     check_env_errors,
     load_bank_at,
     load_policy,
@@ -436,18 +437,42 @@ def run_probes(ctx: StageContext, plan: list[Contrast]) -> ProbeRuns:
         policy = load_policy(ctx, it - 1)
         chunk = view.counterfactual.probe_chunk
         slices = shard_slices(len(episodes), -(-len(episodes) // chunk) if chunk else 1)
+        context = [repr(settings), view_params(ctx), policy_stamp(ctx)]
         parts = [
-            play_probe_chunk(ctx, policy, episodes[r.start : r.stop], settings, k, len(slices))
+            play_probe_chunk(ctx, policy, episodes[r.start : r.stop], context, settings, k, len(slices))
             for k, r in enumerate(slices)
         ]
         steps, trajs = pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts])
+        check_env_errors(trajs, f"counterfactual probes (iteration {it})")
     return ProbeRuns(steps, trajs, run_scores(ctx, steps, trajs))
 
 
-def chunk_key(episodes: list[EpisodeSpec], settings: RolloutSettings) -> str:
-    """A digest of what a chunk plays (its episodes, their tasks, banks and sampling streams, and the
-    probe settings): a kept chunk is reused only for the very same episodes. The policy is not in
-    it: the kept chunks end with the stage, as collect's shards do."""
+def view_params(ctx: StageContext) -> dict[str, Any]:
+    """The values of the stage's DVC params (its view's settings, less the execution settings)."""
+    from pydantic import BaseModel
+
+    from skillmaster.stages.views import lookup
+
+    values = {k: lookup(ctx.cfg, k) for k in type(ctx.view).params()}
+    return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in values.items()}
+
+
+def policy_stamp(ctx: StageContext) -> list:
+    """The policy's folders (base and adapter) as file names, sizes and modification times: a
+    retrained checkpoint in the same place makes another stamp."""
+    from pathlib import Path
+
+    stamp = []
+    for folder in (ctx.resources.policy_weights or (None, None))[:2]:
+        files = sorted(p for p in Path(folder).rglob("*") if p.is_file()) if folder else []
+        stamp.append([str(folder), [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]])  # fmt: skip
+    return stamp
+
+
+def chunk_key(episodes: list[EpisodeSpec], context: list) -> str:
+    """A digest of what a chunk plays (its episodes, their tasks, banks and sampling streams) and of
+    ``context`` (probe settings, the stage's params, the policy's stamp): a kept chunk is reused
+    only for the very same episodes of the same policy."""
     import hashlib
     import json
 
@@ -456,23 +481,30 @@ def chunk_key(episodes: list[EpisodeSpec], settings: RolloutSettings) -> str:
          e.bank.model_dump_json() if e.bank is not None else None]
         for e in episodes
     ]  # fmt: skip
-    return hashlib.sha256(json.dumps([rows, repr(settings)]).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([rows, context], default=str).encode()).hexdigest()[:12]
 
 
 def play_probe_chunk(
-    ctx: StageContext, policy, episodes: list[EpisodeSpec], settings: RolloutSettings, k: int, n: int
+    ctx: StageContext,
+    policy,
+    episodes: list[EpisodeSpec],
+    context: list,
+    settings: RolloutSettings,
+    k: int,
+    n: int,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Chunk ``k`` of ``n``: read from ``.skillmaster/resume/`` when a killed run finished it, else
-    played (and kept there when there are several chunks)."""
+    played, and kept there when there are several chunks and its environments mostly worked (the
+    stage checks all chunks together, :func:`check_env_errors`)."""
     it = ctx.iteration
-    kept = ctx.paths.stage_state("counterfactual", it) / f"chunk_{k:03d}_{chunk_key(episodes, settings)}"
+    kept = ctx.paths.stage_state("counterfactual", it) / f"chunk_{k:03d}_{chunk_key(episodes, context)}"
     if (kept / COMPLETE_MARKER).is_file():
         return STEPS.read(kept / "steps.parquet"), TRAJECTORIES.read(kept / "trajectories.parquet")
     desc = f"probes it{it}" + (f" {k + 1}/{n}" if n > 1 else "")
     with make_pool(ctx, len(episodes), settings.max_steps) as pool:
         steps, trajs = collect_episodes(policy, pool, episodes, settings, retriever_of(ctx), desc=desc)
-    check_env_errors(trajs, f"counterfactual probes (iteration {it})")  # a failed chunk is not kept
-    if n > 1:
+    errors = int((trajs["end_reason"] == "error").sum()) if trajs.height else 0
+    if n > 1 and errors <= MAX_ENV_ERROR_SHARE * trajs.height:
         with atomic_dir(kept) as tmp:
             STEPS.write(steps, tmp / "steps.parquet")
             TRAJECTORIES.write(trajs, tmp / "trajectories.parquet")
