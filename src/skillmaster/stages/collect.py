@@ -21,14 +21,15 @@ import polars as pl
 from skillmaster.config import Config, EnvConfig, ModelConfig, RolloutConfig, SkillsConfig
 from skillmaster.envs.base import TaskSpec
 from skillmaster.io import atomic_dir
-from skillmaster.paths import COMPLETE_MARKER, Paths
+from skillmaster.paths import Paths
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.rollout.metrics import rollout_metrics
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
-    MAX_ENV_ERROR_SHARE,
     check_env_errors,
+    keep_episodes,
+    kept_episodes,
     load_bank_at,
     load_policy,
     make_pool,
@@ -70,8 +71,8 @@ def collect_shard(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Play the groups ``ids`` of iteration ``ctx.iteration`` (shard number ``shard``)."""
     state = ctx.paths.stage_state("collect", ctx.iteration) / f"shard_{shard:03d}"
-    if (state / COMPLETE_MARKER).is_file():
-        return STEPS.read(state / "steps.parquet"), TRAJECTORIES.read(state / "trajectories.parquet")
+    if (kept := kept_episodes(state)) is not None:
+        return kept
     view, it = ctx.view, ctx.iteration
     bank = load_bank_at(ctx, it - 1) if view.skills.enabled else None
     episodes = [
@@ -87,12 +88,7 @@ def collect_shard(
         steps, trajs = collect_episodes(
             policy, pool, episodes, settings, retriever, desc=f"collect it{it} shard {shard}"
         )
-    if (trajs["end_reason"] == "error").sum() > MAX_ENV_ERROR_SHARE * trajs.height:
-        return steps, trajs  # not kept for a resume: the stage fails on it (check_env_errors)
-    with atomic_dir(state) as tmp:
-        STEPS.write(steps, tmp / "steps.parquet")
-        TRAJECTORIES.write(trajs, tmp / "trajectories.parquet")
-        (tmp / COMPLETE_MARKER).write_text("ok\n")
+    keep_episodes(state, steps, trajs)
     return steps, trajs
 
 

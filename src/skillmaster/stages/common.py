@@ -15,6 +15,7 @@ from skillmaster.io import atomic_dir, write_json
 from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext
+from skillmaster.tables import STEPS, TRAJECTORIES
 from skillmaster.tracking import metric_names
 
 POINTER = "pointer.json"
@@ -163,6 +164,26 @@ def check_env_errors(trajs: pl.DataFrame, what: str) -> None:
             f"{what}: {errors.height} of {trajs.height} episodes ended in an environment error "
             f"(first: {first}); nothing was written, fix the cause (disk space, games, workers) and rerun"
         )
+
+
+def kept_episodes(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The steps and trajectories of a piece of a stage's episodes (a collect shard, a chunk of
+    probes) that a killed run finished and kept in ``folder``; None when it did not finish."""
+    if not (folder / COMPLETE_MARKER).is_file():
+        return None
+    return STEPS.read(folder / "steps.parquet"), TRAJECTORIES.read(folder / "trajectories.parquet")
+
+
+def keep_episodes(folder: Path, steps: pl.DataFrame, trajs: pl.DataFrame) -> None:
+    """Keep a finished piece in ``folder`` (atomically, then its completion marker) for a resume;
+    not when most of its episodes ended in an environment error (the stage fails on them,
+    :func:`check_env_errors`)."""
+    if trajs.height and (trajs["end_reason"] == "error").sum() > MAX_ENV_ERROR_SHARE * trajs.height:
+        return
+    with atomic_dir(folder) as tmp:
+        STEPS.write(steps, tmp / "steps.parquet")
+        TRAJECTORIES.write(trajs, tmp / "trajectories.parquet")
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
 
 
 def check_collection(trajs: pl.DataFrame, steps: pl.DataFrame, source: Path) -> None:

@@ -41,15 +41,15 @@ from skillmaster.config import (
 )
 from skillmaster.errors import DataError
 from skillmaster.io import atomic_dir
-from skillmaster.paths import COMPLETE_MARKER
 from skillmaster.rollout.collector import EpisodeSpec, RolloutSettings, collect_episodes
 from skillmaster.seeding import derive_seed
 from skillmaster.skills.bank import GENERAL, Bank, Edit, Skill, apply_edit, apply_edit_detailed, find_skill
 from skillmaster.skills.tools import EDIT_STATUSES
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
-    MAX_ENV_ERROR_SHARE,
     check_env_errors,
+    keep_episodes,
+    kept_episodes,
     load_bank_at,
     load_policy,
     make_pool,
@@ -497,18 +497,14 @@ def play_probe_chunk(
     played, and kept there when there are several chunks and its environments mostly worked (the
     stage checks all chunks together, :func:`check_env_errors`)."""
     it = ctx.iteration
-    kept = ctx.paths.stage_state("counterfactual", it) / f"chunk_{k:03d}_{chunk_key(episodes, context)}"
-    if (kept / COMPLETE_MARKER).is_file():
-        return STEPS.read(kept / "steps.parquet"), TRAJECTORIES.read(kept / "trajectories.parquet")
+    state = ctx.paths.stage_state("counterfactual", it) / f"chunk_{k:03d}_{chunk_key(episodes, context)}"
+    if (kept := kept_episodes(state)) is not None:
+        return kept
     desc = f"probes it{it}" + (f" {k + 1}/{n}" if n > 1 else "")
     with make_pool(ctx, len(episodes), settings.max_steps) as pool:
         steps, trajs = collect_episodes(policy, pool, episodes, settings, retriever_of(ctx), desc=desc)
-    errors = int((trajs["end_reason"] == "error").sum()) if trajs.height else 0
-    if n > 1 and errors <= MAX_ENV_ERROR_SHARE * trajs.height:
-        with atomic_dir(kept) as tmp:
-            STEPS.write(steps, tmp / "steps.parquet")
-            TRAJECTORIES.write(trajs, tmp / "trajectories.parquet")
-            (tmp / COMPLETE_MARKER).write_text("ok\n")
+    if n > 1:
+        keep_episodes(state, steps, trajs)
     return steps, trajs
 
 
