@@ -158,6 +158,9 @@ def check_options(o: Options) -> None:
             )
 
 
+PROGRESS = "progress.json"
+"""The finished phases' records, in the results folder (:meth:`BankExperiment.write_progress`)."""
+
 OPERATIONAL = ("rollout.vllm", "rollout.num_workers", "model.num_threads", "counterfactual.probe_chunk")
 """Settings that change how fast the experiment runs, not what it measures (left out of the design)."""
 SETTINGS_SECTIONS = {"seed", "model", "env", "rollout", "skills", "review", "counterfactual", "sft", "train", "eval"}  # fmt: skip
@@ -432,6 +435,15 @@ class BankExperiment:
         write_json(self.marker(phase), record)
         if phase.startswith("eval-"):
             shutil.rmtree(self.work / "eval" / phase.removeprefix("eval-") / PARTIAL_DIR, ignore_errors=True)
+        self.write_progress()
+
+    def write_progress(self) -> None:
+        """``<out>/progress.json``: the finished phases' records so far, beside the results (which
+        are kept in git; the work folder is not), so a long run's progress survives the machine."""
+        from skillmaster.io import read_json, write_json
+
+        done = {p: read_json(self.marker(p)) for p in phases_of(self.o) if self.done(p)}
+        write_json(self.out / PROGRESS, {"design": self.hash, "phases": done, "pending": [p for p in phases_of(self.o) if p not in done]})  # fmt: skip
 
     # ------------------------------------------------------------------ planning
     def summary(self) -> str:

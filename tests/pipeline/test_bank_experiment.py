@@ -314,6 +314,22 @@ def test_build_banks_from_the_same_candidates():
     assert build_banks(seed, gated, rows, rng_seed=7)["random"][0] == banks["random"][0]
 
 
+def test_progress_lists_the_finished_phases_in_the_results_folder(tmp_path):
+    """A long run's progress goes beside its results (kept in git), phase by phase."""
+    from skillmaster.bank_experiment import phases_of
+
+    exp = BankExperiment.__new__(BankExperiment)  # the bookkeeping alone: no config, games or model
+    exp.o, exp.work, exp.out, exp.hash = Options(), tmp_path / "work", tmp_path / "results", "abc123"
+    exp.finish("seed-bank", {"seconds": 1.5})
+    exp.finish("sft-data", {"seconds": 2.0, "samples": 10})
+    progress = json.loads((tmp_path / "results" / "progress.json").read_text())
+    assert progress == {
+        "design": "abc123",
+        "phases": {"seed-bank": {"seconds": 1.5}, "sft-data": {"seconds": 2.0, "samples": 10}},
+        "pending": phases_of(exp.o)[2:],
+    }
+
+
 def test_phases():
     assert phases_of(Options(policy=Path("x"))) == ["seed-bank", "cold-start", "play", "review", "score", "banks", *(f"eval-{a}" for a in ARMS)]  # fmt: skip
     assert phases_of(Options(arms=("gated", "ungated")))[:3] == ["seed-bank", "sft-data", "cold-start"]
@@ -397,6 +413,8 @@ def test_end_to_end_resumes_and_reports(tmp_path, base_model_dir, alfworld_data)
 
     first = experiment().run(until="review")
     assert first["ran"] == ["seed-bank", "cold-start", "play", "review"]
+    progress = json.loads((out / "progress.json").read_text())
+    assert list(progress["phases"]) == first["ran"] and progress["pending"][0] == "score"
     assert any("power: no per-game rates" in line for line in lines)
     assert write_proposals(work) == 2
 
