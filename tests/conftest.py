@@ -48,6 +48,7 @@ FAST_MODULES = (
     "tests/core/test_io.py",
     "tests/core/test_flow_overrides.py",
     "tests/bench/test_bench_engines.py",
+    "tests/core/test_chunk_slices.py",
     "tests/core/test_same_outputs.py",
     "tests/core/test_metric_names.py",
     "tests/core/test_bars.py",

@@ -233,3 +233,8 @@ def shard_slices(n_items: int, shards: int) -> list[range]:
     shards = max(1, min(shards, n_items))
     bounds = [round(i * n_items / shards) for i in range(shards + 1)]
     return [range(bounds[i], bounds[i + 1]) for i in range(shards)]
+
+
+def chunk_slices(n_items: int, chunk: int | None) -> list[range]:
+    """Near-equal ranges of at most ``chunk`` items each (None: one range of all)."""
+    return shard_slices(n_items, -(-n_items // chunk) if chunk else 1)

@@ -48,13 +48,13 @@ from skillmaster.skills.tools import EDIT_STATUSES
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
     check_env_errors,
+    chunk_slices,
     keep_episodes,
     kept_episodes,
     load_bank_at,
     load_policy,
     make_pool,
     retriever_of,
-    shard_slices,
     stratified_tasks,
     suite_of,
     write_metrics,
@@ -436,7 +436,7 @@ def run_probes(ctx: StageContext, plan: list[Contrast]) -> ProbeRuns:
         settings = probe_settings(ctx)
         policy = load_policy(ctx, it - 1)
         chunk = view.counterfactual.probe_chunk
-        slices = shard_slices(len(episodes), -(-len(episodes) // chunk) if chunk else 1)
+        slices = chunk_slices(len(episodes), chunk)
         context = [repr(settings), view_params(ctx), policy_stamp(ctx)]
         parts = [
             play_probe_chunk(ctx, policy, episodes[r.start : r.stop], context, settings, k, len(slices))

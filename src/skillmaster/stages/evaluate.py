@@ -29,12 +29,12 @@ from skillmaster.seeding import derive_seed
 from skillmaster.stages import StageContext, register
 from skillmaster.stages.common import (
     check_env_errors,
+    chunk_slices,
     load_bank_at,
     load_policy,
     make_pool,
     policy_base,
     retriever_of,
-    shard_slices,
     stratified_tasks,
     suite_of,
     write_metrics,
@@ -122,7 +122,7 @@ def evaluate(
             seed=derive_seed(cfg.seed, "eval", split),
         )
         n = len(episodes)
-        pieces = [episodes[r.start : r.stop] for r in shard_slices(n, -(-n // chunk) if chunk else 1)]
+        pieces = [episodes[r.start : r.stop] for r in chunk_slices(n, chunk)]
         parts = []
         for k, piece in enumerate(pieces):
             kept = state / split / f"chunk_{k:03d}" if state is not None else None
