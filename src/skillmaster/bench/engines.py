@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from skillmaster.config import deep_merge
+from skillmaster.errors import ModelError
 from skillmaster.orchestration.project import make_project, run_tool
 from skillmaster.paths import Paths
 
@@ -86,7 +87,9 @@ def run_engines_bench(
             sides[name] = run_side(root, commands, timeout)
     base, flow = sides["dvc repro"], sides["flow"]
     if not base["engine_starts"]:
-        raise RuntimeError("bench engines: the dvc repro run started no vLLM engine; is vLLM installed?")
+        raise ModelError(
+            "bench engines: the dvc repro run started no vLLM engine; install vLLM (make install) and rerun"
+        )
     return {
         "profile": "quick (every stage, 2 iterations, minimal sizes)"
         if quick
