@@ -4,8 +4,10 @@ metrics in the shapes both routes write); the runs themselves are what the comma
 import json
 
 import pytest
+from typer.testing import CliRunner
 
 from skillmaster.bench.engines import engine_starts, format_engines_report
+from skillmaster.cli import app
 
 
 def _write(root, rel, generation):
@@ -56,3 +58,20 @@ def test_the_report_names_the_baseline_and_the_ratio():
     text = format_engines_report(report)
     assert "dvc repro (baseline)" in text and "9 engine starts" in text
     assert "ratio flow / dvc repro 0.350" in text and "40.0% of the dvc repro run" in text
+
+
+def test_one_side_reports_no_ratio():
+    """`--side flow` times one route alone: the report says it has no baseline instead of a ratio."""
+    report = {
+        "profile": "params.yaml as make run uses it",
+        "sides": {"flow": {"wall_seconds": 5400.0, "engine_starts": 1, "engine_start_seconds": 33.0}},
+    }
+    text = format_engines_report(report)
+    assert "flow, one engine" in text and "1 engine starts" in text
+    assert "no ratio" in text and "dvc repro (baseline)" not in text
+
+
+def test_an_unknown_side_is_one_sentence_before_anything_runs(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "engines", "--side", "dvc", "--model-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--side takes 'dvc repro' or 'flow'" in " ".join(result.output.split())

@@ -97,14 +97,26 @@ def bench_engines_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-S", help="Setting of both runs: KEY=VALUE (YAML value).")
     ] = None,
+    side: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--side", help="Run only this side ('dvc repro' or 'flow'); repeat for both (the default)."
+        ),
+    ] = None,
+    keep: Annotated[
+        Path | None, typer.Option("--keep", help="Copy each side's metrics folder to KEEP/<side>.")
+    ] = None,
 ) -> None:
     """Engine starts and wall time of a whole run under dvc repro (an engine per stage) against the
     Prefect flow (one engine per run), on two fresh projects with the same settings."""
-    from skillmaster.bench.engines import format_engines_report, run_engines_bench
+    from skillmaster.bench.engines import SIDES, format_engines_report, run_engines_bench
     from skillmaster.config import sets_to_dict
     from skillmaster.errors import ModelError
     from skillmaster.runtime import configure_environment, project_root
 
+    sides = tuple(side) if side else tuple(SIDES)
+    if any(name not in SIDES for name in sides):
+        raise typer.BadParameter(f"--side takes {' or '.join(map(repr, SIDES))}, got {list(sides)}")
     root = project_root()
     configure_environment(root)
     model_dir = model_dir or root / "models" / "base"
@@ -112,5 +124,5 @@ def bench_engines_cmd(
         raise ModelError(
             f"{model_dir} holds no prepared model; run `skillmaster model prepare` or pass --model-dir"
         )
-    report = run_engines_bench(quick, root, model_dir, sets_to_dict(set_ or []))
+    report = run_engines_bench(quick, root, model_dir, sets_to_dict(set_ or []), sides=sides, keep=keep)
     typer.echo(json.dumps(report, indent=2) if json_ else format_engines_report(report))

@@ -21,6 +21,7 @@ broken down.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -60,12 +61,17 @@ def engine_starts(metrics_dir: Path) -> tuple[int, float]:
     return sum(starts.values()), sum(starts)
 
 
-def run_side(root: Path, commands: list[list[str]], timeout: float) -> dict[str, Any]:
+def run_side(
+    root: Path, commands: list[list[str]], timeout: float, keep: Path | None = None
+) -> dict[str, Any]:
     start = time.perf_counter()
     for cmd in commands:
         run_tool(cmd, root, timeout=timeout)
     wall = time.perf_counter() - start
-    starts, seconds = engine_starts(Paths(root).summary.parent)
+    metrics = Paths(root).summary.parent
+    starts, seconds = engine_starts(metrics)
+    if keep is not None:
+        shutil.copytree(metrics, keep, dirs_exist_ok=True)
     return {
         "wall_seconds": round(wall, 1),
         "engine_starts": starts,
@@ -74,32 +80,44 @@ def run_side(root: Path, commands: list[list[str]], timeout: float) -> dict[str,
 
 
 def run_engines_bench(
-    quick: bool, source: Path, model_dir: Path, overrides: dict[str, Any], timeout: float = 6 * 3600
+    quick: bool,
+    source: Path,
+    model_dir: Path,
+    overrides: dict[str, Any],
+    timeout: float = 6 * 3600,
+    sides: tuple[str, ...] = tuple(SIDES),
+    keep: Path | None = None,
 ) -> dict[str, Any]:
-    """Run both sides, one after the other, on fresh projects under a temporary folder."""
+    """Run the chosen sides (both by default), one after the other, on fresh projects under a
+    temporary folder; ``keep`` receives each side's metrics folder (``keep/<side>``)."""
     fixed = {"rollout": {"engine": "vllm"}, "orchestration": {"task_runner": "sequential", "retries": 0}}
     settings = deep_merge(deep_merge(QUICK if quick else {}, overrides), fixed)
-    sides = {}
+    measured = {}
     with tempfile.TemporaryDirectory(prefix="skillmaster-bench-engines-") as tmp:
-        for i, (name, commands) in enumerate(SIDES.items()):
+        for i, name in enumerate(sides):
             root = Path(tmp) / f"side{i}"
             make_project(root, source, model_dir, settings)
-            sides[name] = run_side(root, commands, timeout)
-    base, flow = sides["dvc repro"], sides["flow"]
-    if not base["engine_starts"]:
+            dest = None if keep is None else keep / name.replace(" ", "-")
+            measured[name] = run_side(root, SIDES[name], timeout, dest)
+    if not any(s["engine_starts"] for s in measured.values()):
         raise ModelError(
-            "bench engines: the dvc repro run started no vLLM engine; install vLLM (make install) and rerun"
+            "bench engines: the run started no vLLM engine; install vLLM (make install) and rerun"
         )
-    return {
+    report: dict[str, Any] = {
         "profile": "quick (every stage, 2 iterations, minimal sizes)"
         if quick
         else "params.yaml as make run uses it",
         "overrides": overrides,
-        "sides": sides,
-        "wall_ratio": round(flow["wall_seconds"] / base["wall_seconds"], 4),
-        "start_seconds_saved": round(base["engine_start_seconds"] - flow["engine_start_seconds"], 1),
-        "start_share_of_dvc_repro": round(base["engine_start_seconds"] / base["wall_seconds"], 4),
+        "sides": measured,
     }
+    if len(measured) == len(SIDES):
+        base, flow = measured["dvc repro"], measured["flow"]
+        report |= {
+            "wall_ratio": round(flow["wall_seconds"] / base["wall_seconds"], 4),
+            "start_seconds_saved": round(base["engine_start_seconds"] - flow["engine_start_seconds"], 1),
+            "start_share_of_dvc_repro": round(base["engine_start_seconds"] / base["wall_seconds"], 4),
+        }
+    return report
 
 
 def format_engines_report(r: dict[str, Any]) -> str:
@@ -110,6 +128,9 @@ def format_engines_report(r: dict[str, Any]) -> str:
             f"  {label:22s} {s['wall_seconds']:8.1f} s wall   {s['engine_starts']:3d} engine starts "
             f"({s['engine_start_seconds']:.1f} s)"
         )
+    if "wall_ratio" not in r:
+        lines.append("  one side ran: no ratio (compare only with a run on the same machine and code)")
+        return "\n".join(lines)
     lines.append(
         f"  wall ratio flow / dvc repro {r['wall_ratio']:.3f}; engine starts were "
         f"{r['start_share_of_dvc_repro']:.1%} of the dvc repro run ({r['start_seconds_saved']:.1f} s saved by one engine)"
