@@ -1,6 +1,7 @@
 """``skillmaster bench engines``: what starting a generation engine per stage costs a whole run.
 
-Two fresh projects (:mod:`skillmaster.orchestration.project`) get the same settings (the default
+Two fresh projects (:mod:`skillmaster.orchestration.project`; ``--side`` runs one of them alone, and
+then no ratio is printed) get the same settings (the default
 profile as ``make run`` has it, or ``--quick``: every stage of two iterations at minimal sizes) and
 the same prepared base model, and each runs the whole pipeline from scratch:
 
@@ -99,10 +100,8 @@ def run_engines_bench(
             make_project(root, source, model_dir, settings)
             dest = None if keep is None else keep / name.replace(" ", "-")
             measured[name] = run_side(root, SIDES[name], timeout, dest)
-    if not any(s["engine_starts"] for s in measured.values()):
-        raise ModelError(
-            "bench engines: the run started no vLLM engine; install vLLM (make install) and rerun"
-        )
+    if not all(s["engine_starts"] for s in measured.values()):
+        raise ModelError("bench engines: a run started no vLLM engine; install vLLM (make install) and rerun")
     report: dict[str, Any] = {
         "profile": "quick (every stage, 2 iterations, minimal sizes)"
         if quick
