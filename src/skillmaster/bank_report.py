@@ -366,6 +366,20 @@ def format_gate(plan: Mapping[str, Any]) -> str:
     )
 
 
+def _same_bank_notes(arms: Mapping[str, Any]) -> list[str]:
+    """A paragraph per arm that shares another arm's bank: its contrasts are that arm's contrasts."""
+    notes = [
+        f"The {name} bank is the {a['reused_from']} bank ({a['edits']} edits committed), so every contrast "
+        f'with {name} is the same contrast with {a["reused_from"]}: "{name} vs ungated" reads as '
+        f'"{a["reused_from"]} vs ungated".'
+        if name == "gated" and "ungated" in arms
+        else f"The {name} bank is the {a['reused_from']} bank, so its contrasts are {a['reused_from']}'s."
+        for name, a in arms.items()
+        if a.get("reused_from")
+    ]
+    return [line for note in notes for line in ("", note)]
+
+
 def format_markdown(report: Mapping[str, Any]) -> str:
     """The report as Markdown: the arms, the contrasts, the gate and the committed edits."""
     from skillmaster.plots import label
@@ -394,6 +408,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "",
         "Test of record: exact two-sided paired permutation (sign-flip) test of the per-game success-count "
         "differences. Primary contrast pre-registered, uncorrected; the others Holm-corrected together.",
+        *_same_bank_notes(arms),
         "",
         "| contrast | difference (points, 95% CI) | games better / worse / tied | p | Holm p | sign test p | episodes only A / only B, McNemar p |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -34,8 +34,10 @@ from skillmaster.bank_experiment import (
 )
 from skillmaster.bank_report import (
     approx_power,
+    arm_summary,
     contrast,
     contrasts,
+    format_markdown,
     game_rates,
     holm,
     paired_permutation_p,
@@ -169,6 +171,26 @@ def test_contrasts_refuse_unpaired_arms():
 
 
 # --------------------------------------------------------------------------- rates and power
+def test_report_says_when_gated_is_the_seed_bank():
+    # the gate committed nothing: gated shares the seed arm's evaluation, and the primary contrast
+    # "gated vs ungated" is then seed vs ungated; the report says so in words
+    seed = episodes({"g1": [True, False], "g2": [False, False]})
+    arms = {"seed": seed, "gated": seed, "ungated": episodes({"g1": [True, True], "g2": [True, False]})}
+    summary = {name: {**arm_summary(eps), "edits": 0, "bank_size": 10, "reused_from": None} for name, eps in arms.items()}  # fmt: skip
+    summary["gated"]["reused_from"] = "seed"
+    summary["ungated"]["edits"] = 3
+    gate = {"valid_edits": 3, "reviews": 4, "scored": 2, "probes": 16, "committed": 0, "alpha": 0.1,
+            "placebos": 2, "placebo_commits": 0, "false_commit_rate": 0.0, "false_commit_ci": [0.0, 0.66]}  # fmt: skip
+    report = {"design_hash": "abc", "summary": "s", "arms": summary, "contrasts": contrasts(arms), "gate": gate, "edits": []}  # fmt: skip
+    md = format_markdown(report)
+    assert "| gated (same bank as seed) | 0 |" in md
+    assert '"gated vs ungated" reads as "seed vs ungated"' in md
+    assert "| ungated | 3 |" in md and "**3/4** (75.0%" in md  # g1 2/2 + g2 1/2
+    # nothing is said when every arm has its own bank
+    summary["gated"]["reused_from"] = None
+    assert "reads as" not in format_markdown(report)
+
+
 def test_game_rates_family_pooled_and_per_game():
     e = pl.concat(
         [
