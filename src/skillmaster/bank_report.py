@@ -366,18 +366,17 @@ def format_gate(plan: Mapping[str, Any]) -> str:
     )
 
 
-def _same_bank_notes(arms: Mapping[str, Any]) -> list[str]:
+def _same_bank_notes(arms: Mapping[str, Any], primary: str) -> list[str]:
     """A paragraph per arm that shares another arm's bank: its contrasts are that arm's contrasts."""
-    notes = [
-        f"The {name} bank is the {a['reused_from']} bank ({a['edits']} edits committed), so every contrast "
-        f'with {name} is the same contrast with {a["reused_from"]}: "{name} vs ungated" reads as '
-        f'"{a["reused_from"]} vs ungated".'
-        if name == "gated" and "ungated" in arms
-        else f"The {name} bank is the {a['reused_from']} bank, so its contrasts are {a['reused_from']}'s."
-        for name, a in arms.items()
-        if a.get("reused_from")
-    ]
-    return [line for note in notes for line in ("", note)]
+    notes = []
+    for name, a in arms.items():
+        if source := a.get("reused_from"):
+            note = f"The {name} bank is the {source} bank, so each contrast with {name} is that contrast with {source}"
+            words = primary.split(" vs ")
+            if name in words:
+                note += f': "{primary}" reads as "{" vs ".join(source if w == name else w for w in words)}"'
+            notes += ["", note + "."]
+    return notes
 
 
 def format_markdown(report: Mapping[str, Any]) -> str:
@@ -408,7 +407,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "",
         "Test of record: exact two-sided paired permutation (sign-flip) test of the per-game success-count "
         "differences. Primary contrast pre-registered, uncorrected; the others Holm-corrected together.",
-        *_same_bank_notes(arms),
+        *_same_bank_notes(arms, report["contrasts"]["primary"]["name"]),
         "",
         "| contrast | difference (points, 95% CI) | games better / worse / tied | p | Holm p | sign test p | episodes only A / only B, McNemar p |",
         "| --- | --- | --- | --- | --- | --- | --- |",

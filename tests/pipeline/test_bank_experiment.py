@@ -170,7 +170,6 @@ def test_contrasts_refuse_unpaired_arms():
         contrasts(arms)
 
 
-# --------------------------------------------------------------------------- rates and power
 def test_report_says_when_gated_is_the_seed_bank():
     # the gate committed nothing: gated shares the seed arm's evaluation, and the primary contrast
     # "gated vs ungated" is then seed vs ungated; the report says so in words
@@ -191,6 +190,7 @@ def test_report_says_when_gated_is_the_seed_bank():
     assert "reads as" not in format_markdown(report)
 
 
+# --------------------------------------------------------------------------- rates and power
 def test_game_rates_family_pooled_and_per_game():
     e = pl.concat(
         [
